@@ -320,3 +320,113 @@ def test_deepseek_v3_mtp_layer_maps_onto_the_mtp_module(tmp_path):
         model = module.Model(module.ModelConfig())
     with pytest.raises(ValueError, match=r"mtp\.0\.eh_proj\.weight"):
         model.load_hf_state_dict(sd)
+
+
+# --------------------------------------------------------------------------- Switch Transformers (encoder-decoder)
+
+SWITCH = dict(  # 4 + 4 layers with 2 sparse per stack (layers 1 and 3: i % (4 // 2) == 1), every option on
+    vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=48, num_layers=4, num_decoder_layers=4, num_heads=4, num_experts=6,
+    num_sparse_encoder_layers=2, num_sparse_decoder_layers=2, expert_capacity=64, relative_attention_num_buckets=8,
+    relative_attention_max_distance=20, router_bias=True, router_jitter_noise=0.01, router_z_loss_coef=0.003,
+    router_aux_loss_coef=0.02, dense_act_fn="relu", decoder_start_token_id=0, pad_token_id=0,
+)
+SWITCH_CASES = {"tied": {}, "untied+gelu": {"tie_word_embeddings": False, "dense_act_fn": "gelu"}}
+
+
+def switch_model(**changes):
+    config = transformers.AutoConfig.for_model("switch_transformers", **{**SWITCH, **changes})
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(config).float()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layer_norm.weight"):
+                p.add_(0.1 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.normal_(0.0, 0.3)
+        if not model.config.tie_word_embeddings:  # 5.23 unties the stacks' input embeddings too: share them again
+            model.encoder.embed_tokens.weight.copy_(model.shared.weight)
+            model.decoder.embed_tokens.weight.copy_(model.shared.weight)
+    return model.eval()
+
+
+def switch_run(model, ours: bool, src: torch.Tensor, tgt: torch.Tensor):
+    """(output with losses, per MoE layer the expert each token chose), encoder layers first."""
+    picks: list[torch.Tensor] = []
+    if ours:
+        routers = [m for m in model.modules() if type(m).__name__ == "Router"]
+        hook = lambda m, a, out: picks.append(out[1].reshape(-1))  # noqa: E731
+    else:
+        routers = [m for m in model.modules() if type(m).__name__ == "SwitchTransformersTop1Router"]
+        hook = lambda m, a, out: picks.append(out[2].argmax(-1).reshape(-1))  # noqa: E731
+    handles = [r.register_forward_hook(hook) for r in routers]
+    try:
+        with torch.no_grad():
+            if ours:
+                out = model(src, decoder_input_ids=tgt, labels=tgt)
+            else:
+                out = model(input_ids=src, decoder_input_ids=tgt, labels=tgt, output_router_logits=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, picks
+
+
+@pytest.mark.parametrize("case", sorted(SWITCH_CASES))
+def test_switch_logits_experts_and_router_losses_match_transformers(case, tmp_path, capsys):
+    """Dropless (expert_capacity 64 >= the 16 tokens of a sequence; our eval capacity factor raised to E): logits
+    within 1e-4, the same expert for every token in all 4 MoE layers, and both router losses equal to
+    transformers' coefficient x (encoder + decoder) loss (each pooled over its stack's layers, f and P per
+    sequence: `layer_reduction: hf_pooled`)."""
+    hf = switch_model(**SWITCH_CASES[case])
+    hf.save_pretrained(tmp_path / "checkpoint")
+    module, _ = import_and_build(tmp_path / "checkpoint", tmp_path, capsys)
+    config = module.ModelConfig()
+    ours = module.Model.from_hf(tmp_path / "checkpoint", capacity_factor_eval=float(config.num_experts)).eval()
+    torch.manual_seed(1)
+    src, tgt = torch.randint(0, VOCAB, (3, SEQ)), torch.randint(0, VOCAB, (3, SEQ - 5))
+    hf_out, hf_picks = switch_run(hf, False, src, tgt)
+    our_out, our_picks = switch_run(ours, True, src, tgt)
+    assert len(hf_picks) == len(our_picks) == 4
+    for layer, (a, b) in enumerate(zip(hf_picks, our_picks)):
+        assert torch.equal(a, b), f"MoE layer {layer}: experts differ"
+    diff = (hf_out.logits - our_out.logits).abs().max().item()
+    assert diff < 1e-4, f"max |logit diff| {diff:.2e}"
+    assert float(our_out.dropped_fraction) == 0.0
+    c = hf.config
+    z = c.router_z_loss_coef * (hf_out.encoder_z_loss + hf_out.decoder_z_loss)
+    aux = c.router_aux_loss_coef * (hf_out.encoder_aux_loss + hf_out.decoder_aux_loss)
+    assert torch.allclose(our_out.losses["z"], z, rtol=1e-5), (our_out.losses["z"], z)
+    assert torch.allclose(our_out.losses["aux"], aux, rtol=1e-5), (our_out.losses["aux"], aux)
+    assert torch.allclose(our_out.losses["lm"], hf_out.loss - z - aux, rtol=1e-5)
+    print(f"switch {case}: max |logit diff| {diff:.2e}; z {our_out.losses['z'].item():.6g} vs {z.item():.6g}; "
+          f"aux {our_out.losses['aux'].item():.6g} vs {aux.item():.6g}")
+
+
+def test_switch_capacity_drops_the_same_tokens_as_transformers(tmp_path, capsys):
+    """One sequence of 16 tokens and 6 experts: transformers keeps the first 3 tokens (in sequence order) sent to
+    each expert (expert_capacity 3); ours has capacity ceil(factor x 16 / 6) = 3 at factor 1.125 and the same
+    queue order. The overflow tokens skip the expert in both (zero expert output), so the logits still agree."""
+    hf = switch_model(expert_capacity=3)
+    hf.save_pretrained(tmp_path / "checkpoint")
+    module, _ = import_and_build(tmp_path / "checkpoint", tmp_path, capsys)
+    ours = module.Model.from_hf(tmp_path / "checkpoint", capacity_factor_eval=1.125).eval()
+    torch.manual_seed(2)
+    src, tgt = torch.randint(0, VOCAB, (1, SEQ)), torch.randint(0, VOCAB, (1, SEQ))
+    hf_out, _ = switch_run(hf, False, src, tgt)
+    our_out, _ = switch_run(ours, True, src, tgt)
+    assert float(our_out.dropped_fraction) > 0.1  # the router at init is far from balanced
+    diff = (hf_out.logits - our_out.logits).abs().max().item()
+    assert diff < 1e-4, f"max |logit diff| {diff:.2e} with {float(our_out.dropped_fraction):.2f} dropped"
+
+
+def test_switch_separate_stack_embeddings_are_refused(tmp_path, capsys):
+    """transformers 5.23 with tie_word_embeddings false keeps encoder/decoder embed_tokens apart from shared;
+    a moezoo spec has one input embedding, so a checkpoint where they differ must not load silently."""
+    hf = switch_model(tie_word_embeddings=False)
+    with torch.no_grad():
+        hf.decoder.embed_tokens.weight.add_(1.0)
+    hf.save_pretrained(tmp_path / "checkpoint")
+    module, _ = import_and_build(tmp_path / "checkpoint", tmp_path, capsys)
+    with pytest.raises(ValueError, match=r"decoder\.embed_tokens\.weight differs from the tensor loaded as embed\.weight"):
+        module.Model.from_hf(tmp_path / "checkpoint")

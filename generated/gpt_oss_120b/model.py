@@ -601,15 +601,22 @@ class Model(nn.Module):
         is assigned with load_state_dict(assign=True), so a model built on the meta device gets the loaded storage.
         Raises ValueError listing missing and unexpected keys (and shape mismatches) before changing anything.
         """
-        config, own = self.config, self.state_dict(keep_vars=True)
+        own = self.state_dict(keep_vars=True)
 
-        def shape(name: str) -> tuple[str, list[str]]:  # "model.layers.3.x" -> ("model.layers.#.x", ["3"])
-            parts = name.split(".")
-            return ".".join("#" if p.isdigit() or p in ("{i}", "{e}") else p for p in parts), [
-                p for p in parts if p.isdigit() or p in ("{i}", "{e}")
-            ]
+        def shape(name: str) -> tuple[str, list[str]]:  # "block.3.expert_5.wi" -> ("block.#.expert_#.wi", ["3", "5"])
+            key, slots = [], []
+            for part in name.split("."):
+                head, sep, tail = part.rpartition("_")
+                if tail.isdigit() or tail in ("{i}", "{e}"):
+                    slots.append(tail)
+                    part = head + sep + "#"
+                key.append(part)
+            return ".".join(key), slots
 
-        rules = {shape(hf)[0]: (shape(hf)[1], targets.split(), op) for hf, (targets, op) in self.HF_KEY_MAP.items()}
+        rules: dict[str, list[tuple[list[str], list[str], str]]] = {}  # shape -> (slots, targets, op) candidates
+        for hf, (targets, op) in self.HF_KEY_MAP.items():
+            key, slots = shape(hf)
+            rules.setdefault(key, []).append((slots, targets.split(), op))
         ignored = {shape(name)[0] for name in self.HF_IGNORED}
         done: dict[str, torch.Tensor] = {}
         stacks: dict[str, tuple[torch.Tensor, set[int]]] = {}  # experts being stacked: tensor, indices filled
@@ -620,14 +627,13 @@ class Model(nn.Module):
             key, values = shape(name)
             if key in ignored:
                 continue
-            if key not in rules:
+            # the rule whose literal numbers (e.g. T5's sub-layer `layer.1`) match; {i} and {e} match any
+            match = [r for r in rules.get(key, ()) if all(s[0] == "{" or s == v for s, v in zip(r[0], values))]
+            if not match:
                 unexpected.append(name)
                 continue
-            slots, targets, op = rules[key]
-            index = dict(zip((s.strip("{}") for s in slots), (int(v) for v in values)))
-            if index.get("i", 0) >= config.num_layers:  # past the last layer: no such layer
-                unexpected.append(name)
-                continue
+            slots, targets, op = match[0]
+            index = {s.strip("{}"): int(v) for s, v in zip(slots, values) if s[0] == "{"}
             targets = [t.format(**index) for t in targets]
             if any(t not in own for t in targets):
                 unexpected.append(f"{name} (this model has no {' / '.join(t for t in targets if t not in own)})")

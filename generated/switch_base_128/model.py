@@ -517,6 +517,243 @@ class Model(nn.Module):
                 break
         return out[:, 1:]
 
+    # ------------------------------------------------------------------------- Hugging Face checkpoints
+
+    # transformers `switch_transformers` tensor name -> (this model's tensor(s), layout conversion). {i} is a layer
+    # index,
+    # {e} an expert index. Released checkpoints: T5 names, one wi/wo pair per expert; transformers' in-memory state_dict
+    # fuses the experts. Both are accepted.
+    HF_KEY_MAP = {
+        "shared.weight": ("embed.weight", "copy"),
+        "encoder.embed_tokens.weight": ("embed.weight", "same_as"),
+        "decoder.embed_tokens.weight": ("embed.weight", "same_as"),
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": ("encoder.rel_bias.weight", "copy"),
+        "encoder.final_layer_norm.weight": ("encoder.norm.weight", "copy"),
+        "encoder.block.{i}.layer.0.layer_norm.weight": ("encoder.layers.{i}.attn_norm.weight", "copy"),
+        "encoder.block.{i}.layer.0.SelfAttention.q.weight": ("encoder.layers.{i}.attn.wq.weight", "copy"),
+        "encoder.block.{i}.layer.0.SelfAttention.k.weight": ("encoder.layers.{i}.attn.wk.weight", "copy"),
+        "encoder.block.{i}.layer.0.SelfAttention.v.weight": ("encoder.layers.{i}.attn.wv.weight", "copy"),
+        "encoder.block.{i}.layer.0.SelfAttention.o.weight": ("encoder.layers.{i}.attn.wo.weight", "copy"),
+        "encoder.block.{i}.layer.1.layer_norm.weight": ("encoder.layers.{i}.ffn_norm.weight", "copy"),
+        "encoder.block.{i}.layer.1.mlp.wi.weight": ("encoder.layers.{i}.ffn.w_up.weight", "copy"),
+        "encoder.block.{i}.layer.1.mlp.wo.weight": ("encoder.layers.{i}.ffn.w_down.weight", "copy"),
+        "encoder.block.{i}.layer.1.mlp.router.classifier.weight": ("encoder.layers.{i}.moe.router.weight", "copy"),
+        "encoder.block.{i}.layer.1.mlp.experts.expert_{e}.wi.weight": ("encoder.layers.{i}.moe.experts.w_up", "expert"),
+        "encoder.block.{i}.layer.1.mlp.experts.expert_{e}.wo.weight": (
+            "encoder.layers.{i}.moe.experts.w_down",
+            "expert",
+        ),
+        "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": ("decoder.rel_bias.weight", "copy"),
+        "decoder.final_layer_norm.weight": ("decoder.norm.weight", "copy"),
+        "decoder.block.{i}.layer.0.layer_norm.weight": ("decoder.layers.{i}.attn_norm.weight", "copy"),
+        "decoder.block.{i}.layer.0.SelfAttention.q.weight": ("decoder.layers.{i}.attn.wq.weight", "copy"),
+        "decoder.block.{i}.layer.0.SelfAttention.k.weight": ("decoder.layers.{i}.attn.wk.weight", "copy"),
+        "decoder.block.{i}.layer.0.SelfAttention.v.weight": ("decoder.layers.{i}.attn.wv.weight", "copy"),
+        "decoder.block.{i}.layer.0.SelfAttention.o.weight": ("decoder.layers.{i}.attn.wo.weight", "copy"),
+        "decoder.block.{i}.layer.1.layer_norm.weight": ("decoder.layers.{i}.cross_norm.weight", "copy"),
+        "decoder.block.{i}.layer.1.EncDecAttention.q.weight": ("decoder.layers.{i}.cross_attn.wq.weight", "copy"),
+        "decoder.block.{i}.layer.1.EncDecAttention.k.weight": ("decoder.layers.{i}.cross_attn.wk.weight", "copy"),
+        "decoder.block.{i}.layer.1.EncDecAttention.v.weight": ("decoder.layers.{i}.cross_attn.wv.weight", "copy"),
+        "decoder.block.{i}.layer.1.EncDecAttention.o.weight": ("decoder.layers.{i}.cross_attn.wo.weight", "copy"),
+        "decoder.block.{i}.layer.2.layer_norm.weight": ("decoder.layers.{i}.ffn_norm.weight", "copy"),
+        "decoder.block.{i}.layer.2.mlp.wi.weight": ("decoder.layers.{i}.ffn.w_up.weight", "copy"),
+        "decoder.block.{i}.layer.2.mlp.wo.weight": ("decoder.layers.{i}.ffn.w_down.weight", "copy"),
+        "decoder.block.{i}.layer.2.mlp.router.classifier.weight": ("decoder.layers.{i}.moe.router.weight", "copy"),
+        "decoder.block.{i}.layer.2.mlp.experts.expert_{e}.wi.weight": ("decoder.layers.{i}.moe.experts.w_up", "expert"),
+        "decoder.block.{i}.layer.2.mlp.experts.expert_{e}.wo.weight": (
+            "decoder.layers.{i}.moe.experts.w_down",
+            "expert",
+        ),
+    }
+    HF_IGNORED = ("lm_head.weight",)
+
+    @classmethod
+    def from_hf(
+        cls, path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", **overrides
+    ) -> "Model":
+        """Build on the meta device and fill from a Hugging Face checkpoint (a directory of .safetensors files,
+        sharded or not, with or without model.safetensors.index.json; or one .safetensors file).
+
+        `overrides` are ModelConfig fields (e.g. attn_impl="math"). Tensors are read one at a time and assigned,
+        never copied into a second model, so loading needs the model's memory once.
+        """
+        path = Path(path)
+        with torch.device("meta"):
+            model = cls(ModelConfig(**overrides))
+        tensors = (item for file in cls.hf_files(path) for item in cls.read_safetensors(file))
+        model.load_hf_state_dict(tensors, dtype=dtype, device=device)
+        return model
+
+    @staticmethod
+    def hf_files(path: Path) -> list[Path]:
+        """The checkpoint's .safetensors files: the shards the index names, else every *.safetensors file."""
+        if path.is_file():
+            return [path]
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            return [path / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no .safetensors files in {path}")
+        return files
+
+    @staticmethod
+    def read_safetensors(file: Path):
+        """Yield (name, tensor) one at a time: with the safetensors package if installed, else by reading the
+        format directly (8-byte little-endian header size, JSON header, raw little-endian data), memory-mapped."""
+        try:
+            from safetensors import safe_open
+        except ImportError:
+            safe_open = None
+        if safe_open is not None:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+            return
+        import mmap
+
+        dtypes = {
+            "F64": torch.float64,
+            "F32": torch.float32,
+            "F16": torch.float16,
+            "BF16": torch.bfloat16,
+            "I64": torch.int64,
+            "I32": torch.int32,
+            "I16": torch.int16,
+            "I8": torch.int8,
+            "U8": torch.uint8,
+            "BOOL": torch.bool,
+            "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
+            "F8_E5M2": getattr(torch, "float8_e5m2", None),
+        }
+        with open(file, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # private mapping: pages are read on demand
+        data = raw = None
+        try:
+            size = int.from_bytes(mm[:8], "little")
+            header = json.loads(mm[8 : 8 + size])
+            header.pop("__metadata__", None)
+            data = torch.frombuffer(mm, dtype=torch.uint8)  # the whole file, not copied
+            for name, info in header.items():
+                dtype = dtypes.get(info["dtype"])
+                if dtype is None:
+                    raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
+                start, end = (8 + size + offset for offset in info["data_offsets"])
+                raw = data[start:end]
+                if start % dtype.itemsize:  # misaligned for a view: copy the bytes first
+                    raw = raw.clone()
+                yield name, raw.view(dtype).reshape(info["shape"]).clone()
+        finally:
+            data = raw = None  # release the buffer before closing the map
+            mm.close()
+
+    @torch.no_grad()
+    def load_hf_state_dict(
+        self,
+        state_dict,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        """Load Hugging Face tensors (a state_dict, or an iterable of (name, tensor) pairs) into this model.
+
+        Each tensor is renamed and converted by HF_KEY_MAP as it arrives; experts are stacked in place. The result
+        is assigned with load_state_dict(assign=True), so a model built on the meta device gets the loaded storage.
+        Raises ValueError listing missing and unexpected keys (and shape mismatches) before changing anything.
+        """
+        own = self.state_dict(keep_vars=True)
+
+        def shape(name: str) -> tuple[str, list[str]]:  # "block.3.expert_5.wi" -> ("block.#.expert_#.wi", ["3", "5"])
+            key, slots = [], []
+            for part in name.split("."):
+                head, sep, tail = part.rpartition("_")
+                if tail.isdigit() or tail in ("{i}", "{e}"):
+                    slots.append(tail)
+                    part = head + sep + "#"
+                key.append(part)
+            return ".".join(key), slots
+
+        rules: dict[str, list[tuple[list[str], list[str], str]]] = {}  # shape -> (slots, targets, op) candidates
+        for hf, (targets, op) in self.HF_KEY_MAP.items():
+            key, slots = shape(hf)
+            rules.setdefault(key, []).append((slots, targets.split(), op))
+        ignored = {shape(name)[0] for name in self.HF_IGNORED}
+        done: dict[str, torch.Tensor] = {}
+        stacks: dict[str, tuple[torch.Tensor, set[int]]] = {}  # experts being stacked: tensor, indices filled
+        unexpected: list[str] = []
+        mismatched: list[str] = []
+        copies: list[tuple[str, str, torch.Tensor]] = []  # (checkpoint name, target, tensor)
+        items = state_dict.items() if isinstance(state_dict, dict) else state_dict
+        for name, tensor in items:
+            key, values = shape(name)
+            if key in ignored:
+                continue
+            # the rule whose literal numbers (e.g. T5's sub-layer `layer.1`) match; {i} and {e} match any
+            match = [r for r in rules.get(key, ()) if all(s[0] == "{" or s == v for s, v in zip(r[0], values))]
+            if not match:
+                unexpected.append(name)
+                continue
+            slots, targets, op = match[0]
+            index = {s.strip("{}"): int(v) for s, v in zip(slots, values) if s[0] == "{"}
+            targets = [t.format(**index) for t in targets]
+            if any(t not in own for t in targets):
+                unexpected.append(f"{name} (this model has no {' / '.join(t for t in targets if t not in own)})")
+                continue
+            for target, piece in zip(targets, self.hf_convert(op, tensor)):
+                ref = own[target]
+                piece = piece.to(device=device, dtype=dtype if isinstance(ref, nn.Parameter) and dtype else None)
+                if not isinstance(ref, nn.Parameter):  # buffers (e.g. the routing bias) keep their own dtype
+                    piece = piece.to(ref.dtype)
+                if op == "same_as":  # a copy of another checkpoint tensor: compared once everything is read
+                    copies.append((name, target, piece))
+                    continue
+                if op == "expert":  # one expert's matrix: stack into (E, out, in)
+                    if tuple(piece.shape) != tuple(ref.shape[1:]):
+                        mismatched.append(f"{name}: {tuple(piece.shape)}, expected {tuple(ref.shape[1:])}")
+                        continue
+                    if target not in stacks:
+                        stacks[target] = (torch.empty(ref.shape, dtype=piece.dtype, device=piece.device), set())
+                    stack, filled = stacks[target]
+                    stack[index["e"]] = piece
+                    filled.add(index["e"])
+                    if len(filled) == ref.shape[0]:
+                        done[target] = stacks.pop(target)[0]
+                    continue
+                if tuple(piece.shape) != tuple(ref.shape):
+                    mismatched.append(f"{name} -> {target}: {tuple(piece.shape)}, expected {tuple(ref.shape)}")
+                    continue
+                done[target] = piece.contiguous()
+        for name, target, piece in copies:  # checkpoints saved with tied weights may keep only one of the names
+            if target not in done:
+                done[target] = piece.contiguous()
+            elif not torch.equal(piece, done[target]):
+                mismatched.append(f"{name} differs from the tensor loaded as {target}: this model has one such tensor")
+        missing = [n for n in own if n not in done and n not in stacks]
+        missing += [
+            f"{n} (experts {sorted(set(range(own[n].shape[0])) - filled)} missing)" for n, (_, filled) in stacks.items()
+        ]
+        if missing or unexpected or mismatched:
+
+            def listing(title: str, names: list[str]) -> str:
+                shown = "\n    ".join(names[:25]) + (f"\n    ... and {len(names) - 25} more" if len(names) > 25 else "")
+                return f"\n  {title} ({len(names)}):\n    {shown}" if names else ""
+
+            raise ValueError(
+                "the checkpoint does not match this model"
+                + listing("missing (this model's tensors the checkpoint does not provide)", missing)
+                + listing("unexpected (checkpoint tensors with no place in this model)", unexpected)
+                + listing("shape mismatches", mismatched)
+            )
+        self.load_state_dict(done, strict=True, assign=True)
+        for module in self.modules():  # non-persistent buffers (e.g. routing load counters) still on meta
+            for name, buf in module._buffers.items():
+                if buf is not None and buf.is_meta:
+                    module._buffers[name] = torch.zeros_like(buf, device=device or self.embed.weight.device)
+
+    def hf_convert(self, op: str, t: torch.Tensor) -> list[torch.Tensor]:
+        """One HF tensor in the layout `op` names -> the piece(s) of this model's tensor(s), in target order."""
+        config = self.config
+        return [t]
+
 
 if __name__ == "__main__":
     # Smoke test on CPU: a small copy of this architecture, one forward and backward pass.

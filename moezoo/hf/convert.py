@@ -161,7 +161,10 @@ def map_config(hf: dict, *, name_hint: str | None = None, extras: bool = True) -
         "name": spec_name(hf, name_hint),
         "family": table.family,
         "description": (f"Imported from a Hugging Face config.json (model_type {table.model_type}): "
-                        f"{spec.get('num_layers')} layers, {n_moe} MoE, top-{router.get('top_k')} of "
+                        + (f"{spec.get('num_encoder_layers')} encoder + {spec.get('num_layers')} decoder layers, "
+                           f"{n_moe} MoE per stack" if table.encoder_decoder else
+                           f"{spec.get('num_layers')} layers, {n_moe} MoE")
+                        + f", top-{router.get('top_k')} of "
                         f"{experts.get('num_routed')} experts"
                         + (f" + {experts['num_shared']} shared" if experts.get("num_shared") else "") + "."),
     }
@@ -212,10 +215,11 @@ def _norm_number(value: Any) -> Any:
     return value
 
 
-def architecture(dump: dict) -> dict:
-    """The architectural content of a spec dump, with equivalent spellings made equal."""
+def architecture(dump: dict, extra: tuple[tuple[str, ...], ...] = ()) -> dict:
+    """The architectural content of a spec dump, with equivalent spellings made equal; `extra` names further
+    paths the model_type's config.json cannot carry (Table.non_architecture)."""
     d = copy.deepcopy(dump)
-    for path in NON_ARCHITECTURE:
+    for path in NON_ARCHITECTURE + extra:
         node = d
         for part in path[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
@@ -243,7 +247,7 @@ def architecture(dump: dict) -> dict:
         moe["layers"] = indices_of(moe["layers"], n)
         ex = moe["experts"]
         ex["shared_hidden_dim"] = (ex.get("shared_hidden_dim") or ex["hidden_dim"]) if ex.get("num_shared") else None
-    return _norm_number(d)
+    return d
 
 
 def _diff(a: Any, b: Any, path: tuple = ()) -> list[tuple[tuple, Any, Any]]:
@@ -274,8 +278,11 @@ def export_spec(spec: Any, model_type: str | None = None) -> ExportResult:
         if model_type is None:
             raise HFError(["the spec has no reference.hf_model_type; pass --model-type"])
     table = _table(model_type)
-    if spec.is_encoder_decoder:
-        raise HFError([f"an encoder_decoder spec cannot be a {model_type} config"])
+    if spec.is_encoder_decoder != table.encoder_decoder:
+        kind = ("decoder_only", "encoder_decoder")
+        article = "an" if spec.is_encoder_decoder else "a"
+        raise HFError([f"{article} {kind[spec.is_encoder_decoder]} spec cannot be a {model_type} config ({model_type} "
+                       f"is {kind[table.encoder_decoder]})"])
     notes: list[str] = []
     hf: dict[str, Any] = {"architectures": [table.architecture], "model_type": table.model_type}
     for entry in all_entries(table):
@@ -287,7 +294,8 @@ def export_spec(spec: Any, model_type: str | None = None) -> ExportResult:
         raise HFError([f"{model_type} cannot express this spec: {e}" for e in ctx.errors])
     problems = [f"{'.'.join(map(str, p))}: {json.dumps(a)} cannot be expressed in a {model_type} config.json "
                 f"(it reads back as {json.dumps(b)})"
-                for p, a, b in _diff(architecture(want), architecture(_validated(back, want)))]
+                for p, a, b in _diff(architecture(want, table.non_architecture),
+                                     architecture(_validated(back, want), table.non_architecture))]
     if problems:
         raise HFError(problems)
     extras = [(p, a) for p, a, _ in _diff(want, _validated(back, want)) if p != ("name",)]

@@ -19,6 +19,8 @@ Ops (the layout conversions):
   experts_2d_t  DBRX's w2, (E*F, D) -> (E, D, F)
   rope_q        MLA query rows: DeepSeek's interleaved rope pairs -> rotate-half order (each head)
   rope_kv       MLA kv_a rows: the same for the shared rope key
+  same_as       a copy of another loaded tensor (Switch's encoder/decoder embed_tokens = shared.weight): checked
+                equal, not loaded twice
 """
 
 from __future__ import annotations
@@ -27,14 +29,53 @@ from typing import Any
 
 from moezoo.spec.schema import GQASpec, MLASpec, ModelSpec
 
-MODEL_TYPES = ("mixtral", "dbrx", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe", "gpt_oss")
+MODEL_TYPES = ("mixtral", "dbrx", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe", "gpt_oss",
+               "switch_transformers")
+
+
+def _switch_keys(spec: ModelSpec) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """transformers' SwitchTransformersForConditionalGeneration: T5 names, `layer.k` sub-layers per block
+    (encoder: 0 self-attention, 1 FFN; decoder: 0 self-attention, 1 cross-attention, 2 FFN)."""
+    keys = [("shared.weight", "embed.weight", "copy"),
+            ("encoder.embed_tokens.weight", "embed.weight", "same_as"),
+            ("decoder.embed_tokens.weight", "embed.weight", "same_as")]
+    dense = any(not spec.is_moe_layer(i) for n in (spec.num_encoder_layers, spec.num_layers) for i in range(n))
+    for stack in ("encoder", "decoder"):
+        B, L = f"{stack}.block.{{i}}.", f"{stack}.layers.{{i}}."
+        keys += [(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", f"{stack}.rel_bias.weight",
+                  "copy"),
+                 (f"{stack}.final_layer_norm.weight", f"{stack}.norm.weight", "copy"),
+                 (B + "layer.0.layer_norm.weight", L + "attn_norm.weight", "copy")]
+        keys += [(B + f"layer.0.SelfAttention.{w}.weight", L + f"attn.w{w}.weight", "copy") for w in "qkvo"]
+        ff = 1
+        if stack == "decoder":
+            ff = 2
+            keys.append((B + "layer.1.layer_norm.weight", L + "cross_norm.weight", "copy"))
+            keys += [(B + f"layer.1.EncDecAttention.{w}.weight", L + f"cross_attn.w{w}.weight", "copy") for w in "qkvo"]
+        F = B + f"layer.{ff}."
+        keys.append((F + "layer_norm.weight", L + "ffn_norm.weight", "copy"))
+        if dense:
+            keys += [(F + "mlp.wi.weight", L + "ffn.w_up.weight", "copy"), (F + "mlp.wo.weight", L + "ffn.w_down.weight", "copy")]
+        keys.append((F + "mlp.router.classifier.weight", L + "moe.router.weight", "copy"))
+        if spec.moe.router.bias:
+            keys.append((F + "mlp.router.classifier.bias", L + "moe.router.bias", "copy"))
+        keys += [(F + "mlp.experts.expert_{e}.wi.weight", L + "moe.experts.w_up", "expert"),
+                 (F + "mlp.experts.expert_{e}.wo.weight", L + "moe.experts.w_down", "expert")]
+    return keys, []
 
 
 def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
     """The key map for the spec's reference.hf_model_type, or None when there is none to emit."""
     mt = spec.reference.hf_model_type if spec.reference else None
-    if mt not in MODEL_TYPES or spec.is_encoder_decoder or spec.moe is None:
+    if mt not in MODEL_TYPES or spec.moe is None or spec.is_encoder_decoder != (mt == "switch_transformers"):
         return None
+    if mt == "switch_transformers":
+        r = spec.moe.router
+        if (r.kind != "token_choice" or r.top_k != 1 or spec.moe.extra_dense_ffn or spec.moe.experts.num_shared
+                or spec.ffn.activation not in ("relu", "gelu", "silu") or spec.source_vocab_size):
+            return None  # not something transformers' Switch class can hold
+        keys, ignored = _switch_keys(spec)
+        return _finish(spec, mt, keys, ignored)
     keys: list[tuple[str, str, str]] = []
     ignored = ["model.layers.{i}.self_attn.rotary_emb.inv_freq", "model.rotary_emb.inv_freq"]
     att, moe = spec.attention, spec.moe
@@ -128,11 +169,15 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                      (P + "eh_proj.weight", M + "eh_proj.weight", "copy"),
                      (P + "shared_head.norm.weight", M + "norm.weight", "copy")]
             ignored += [P + "embed_tokens.weight", P + "shared_head.head.weight"]  # copies of the shared ones
+    return _finish(spec, mt, keys, ignored)
+
+
+def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored: list[str]) -> dict[str, Any]:
+    att = spec.attention
     if spec.embedding.tied:
         ignored.append("lm_head.weight")  # tied: the embedding is the head
     else:
         keys.append(("lm_head.weight", "head.weight", "copy"))
-
     ops = sorted({op for _, _, op in keys})
     return {
         "model_type": mt,
@@ -145,5 +190,6 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
             "mixtral": "per-expert w1/w3/w2 under block_sparse_moe",
             "dbrx": "fused Wqkv and (E*F, D) expert stacks",
             "gpt_oss": "fused, transposed gate_up_proj with gate and up interleaved",
+            "switch_transformers": "T5 names, one wi/wo pair per expert",
         }.get(mt, "one tensor per expert"),
     }

@@ -237,6 +237,9 @@ class Table:
     subconfigs: tuple[str, ...] = ()  # nested config dicts whose keys the table lists one by one
     custom_code: bool = False  # not a transformers class (auto_map / trust_remote_code)
     doc: str = ""
+    encoder_decoder: bool = False  # the model_type describes a T5-style encoder-decoder
+    # Spec paths this config.json cannot carry at all; export keeps them in the `moezoo` key (not an error).
+    non_architecture: tuple[tuple[str, ...], ...] = ()
 
     def known_keys(self) -> set[str]:
         out: set[str] = set()
@@ -1211,13 +1214,191 @@ DBRX = Table(
     doc="DBRX: fused Wqkv with clip_qkv, LayerNorm without bias, theta nested in attn_config.",
 )
 
+
+# --------------------------------------------------------------------------- Switch Transformers (encoder-decoder)
+
+
+def hf_switch_sparse_layers(n: int, k: int) -> list[int]:
+    """The sparse layers transformers 5.23 builds in a stack of n layers with k sparse ones: step = n // k
+    (n when k is 0, so layer 1 is still sparse), then layer i is sparse when i % step == 1 or step == 1
+    (none when step is 0, i.e. k > n)."""
+    step = n // k if k > 0 else n
+    if step <= 0:
+        return []
+    return [i for i in range(n) if step == 1 or i % step == 1]
+
+
+def switch_layers_rule() -> Rule:
+    """Which layers are sparse, per stack, from num_sparse_{encoder,decoder}_layers; one spec rule for both."""
+    keys = ("num_sparse_encoder_layers", "num_sparse_decoder_layers")
+
+    def load(ctx: ImportCtx) -> None:
+        n_enc, n_dec = ctx.lookup("num_encoder_layers"), ctx.lookup("num_layers")
+        if not isinstance(n_enc, int) or not isinstance(n_dec, int):
+            return
+        k_enc, k_dec = ctx.get(keys[0], 3), ctx.get(keys[1], 3)
+        enc, dec = hf_switch_sparse_layers(n_enc, k_enc), hf_switch_sparse_layers(n_dec, k_dec)
+        for k, n, stack in ((k_enc, n_enc, "encoder"), (k_dec, n_dec, "decoder")):
+            if k == 0 and n > 1:
+                ctx.warn(f"num_sparse_{stack}_layers is 0, but transformers still makes {stack} layer 1 sparse "
+                         "(its sparse step becomes the layer count); imported as transformers builds it")
+            if n // max(k, 1) == 1 and k > 0:
+                ctx.warn(f"every {stack} layer is sparse: transformers 5.23 then adds no router losses for the "
+                         f"{stack} (it checks sparse_step > 1); moezoo's model computes them")
+        if not enc and not dec:
+            ctx.error("no sparse layers in either stack: a dense T5 is not a Mixture-of-Experts model")
+            return
+        (n_long, long), (n_short, short) = sorted(((n_enc, enc), (n_dec, dec)), key=lambda t: -t[0])
+        selector = selector_from_indices(long, n_long, allow_start=False)
+        if not long or not short or indices_of(selector, n_short) != short or (selector or {}).get("pattern"):
+            bug = ("; num_sparse_decoder_layers exceeds num_decoder_layers, so transformers' sparse step is 0 and "
+                   "the decoder gets no sparse layer: the known Switch-C-2048 config.json bug "
+                   "(specs/switch_c_2048.yaml has the T5X layout, 15 + 15 sparse layers)") if k_dec > n_dec else ""
+            ctx.error(f"transformers builds sparse layers {enc} of {n_enc} in the encoder ({keys[0]} {k_enc}) and "
+                      f"{dec} of {n_dec} in the decoder ({keys[1]} {k_dec}); a moezoo spec places MoE layers by one "
+                      f"rule for both stacks{bug}")
+            return
+        if selector is not None:
+            ctx.set("moe.layers", selector, *keys)
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        layers = spec_get(spec, "moe.layers")
+        for key, n in ((keys[0], spec_get(spec, "num_encoder_layers")), (keys[1], spec_get(spec, "num_layers"))):
+            want = indices_of(layers, n) if spec_get(spec, "moe") is not None else []
+            # the count whose transformers layout is exactly the spec's (else the round trip reports it)
+            counts = [len(want)] + [k for k in range(n + 1) if k != len(want)]
+            hf[key] = next((k for k in counts if hf_switch_sparse_layers(n, k) == want), len(want))
+
+    return Rule(keys, load, dump, "sparse layers: i % (n // k) == 1 in each stack")
+
+
+def switch_attention_rule() -> Rule:
+    def load(ctx: ImportCtx) -> None:
+        heads = ctx.get("num_heads", 12)
+        ctx.set("attention", {"kind": "mha", "num_heads": heads, "head_dim": ctx.get("d_kv", 64),
+                              "softmax_scale": 1.0}, "num_heads", "d_kv")
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        heads = spec_get(spec, "attention.num_heads")
+        hf["num_heads"] = heads
+        hf["d_kv"] = spec_get(spec, "attention.head_dim") or spec_get(spec, "model_dim") // heads
+
+    return Rule(("num_heads", "d_kv"), load, dump, "T5 attention: no 1/sqrt(d) scaling, no biases")
+
+
+def switch_embedding_rule() -> Rule:
+    def load(ctx: ImportCtx) -> None:
+        tied = bool(ctx.get("tie_word_embeddings", True))
+        d = ctx.lookup("model_dim")
+        if tied:
+            ctx.set("embedding", {"tied": True, "logit_multiplier": d ** -0.5}, "tie_word_embeddings", "d_model")
+        else:
+            ctx.set("embedding.tied", False, "tie_word_embeddings")
+            ctx.warn("tie_word_embeddings is false: transformers 5.23 then keeps separate encoder and decoder input "
+                     "embeddings (encoder.embed_tokens, decoder.embed_tokens) beside shared.weight; moezoo shares "
+                     "one input embedding (the T5X layout), and Model.from_hf checks that they equal shared.weight")
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        hf["tie_word_embeddings"] = bool(spec_get(spec, "embedding.tied"))
+
+    return Rule(("tie_word_embeddings",), load, dump, "tied: logits scaled by d_model**-0.5")
+
+
+def switch_capacity_rule() -> Rule:
+    def load(ctx: ImportCtx) -> None:
+        value = ctx.get("expert_capacity", 64)
+        ctx.set("moe.router.capacity", {"train_factor": 1.25, "eval_factor": 2.0}, "expert_capacity")
+        ctx.warn(f"expert_capacity {value}: transformers caps every expert at {value} tokens per sequence, in "
+                 "training and evaluation alike; moezoo uses the Switch paper's capacity factor over the batch "
+                 "(capacity = factor x tokens / experts) and sets T5X's 1.25 (train) / 2.0 (eval): edit "
+                 "moe.router.capacity to change them")
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        cap, seq = spec_get(spec, "moe.router.capacity"), spec_get(spec, "max_seq_len")
+        experts = spec_get(spec, "moe.experts.num_routed")
+        if cap is None:
+            hf["expert_capacity"] = seq
+            notes.append(f"dropless spec: expert_capacity = max_seq_len = {seq}, so a full sequence never overflows")
+        else:
+            factor = spec_get(cap, "eval_factor")
+            hf["expert_capacity"] = max(spec_get(cap, "min_capacity"), math.ceil(factor * seq / experts))
+            notes.append(f"expert_capacity {hf['expert_capacity']} = eval capacity factor {factor} x max_seq_len "
+                         f"{seq} / {experts} experts (transformers counts capacity per sequence); the factors "
+                         "themselves are kept in the moezoo key")
+
+    return Rule(("expert_capacity",), load, dump, "per-sequence token count vs the paper's capacity factor")
+
+
+def _switch_act_load(value: Any, ctx: ImportCtx) -> Any:
+    mapping = {"relu": "relu", "gelu": "gelu", "silu": "silu", "swish": "silu"}
+    if value not in mapping:
+        ctx.error(f"key 'dense_act_fn' is {value!r}: transformers' Switch FFN is never gated and moezoo represents "
+                  "relu, gelu and silu")
+        return _MISSING
+    return mapping[value]
+
+
+SWITCH = Table(
+    "switch_transformers", "SwitchTransformersForConditionalGeneration", "switch",
+    (
+        Const("architecture", "encoder_decoder"),
+        Fixed("is_encoder_decoder", (True, None), "Switch Transformers is an encoder-decoder", write=True),
+        Field("vocab_size", "vocab_size", 32128),
+        Field("d_model", "model_dim", 768, aliases=("hidden_size",)),
+        Field("num_layers", "num_encoder_layers", 12, aliases=("num_hidden_layers",)),
+        Field("num_decoder_layers", "num_layers", None,
+              load=lambda v, ctx: v if v is not None else ctx.lookup("num_encoder_layers")),
+        Field("layer_norm_epsilon", "norm.eps", 1e-6),
+        switch_embedding_rule(),
+        switch_attention_rule(),
+        # (a spec without the T5 bias writes the defaults; the round trip then names position.kind)
+        Field("relative_attention_num_buckets", "position.num_buckets", 32, dump=lambda v: 32 if v is None else v),
+        Field("relative_attention_max_distance", "position.max_distance", 128, dump=lambda v: 128 if v is None else v),
+        Field("d_ff", "ffn.hidden_dim", 2048, also=("moe.experts.hidden_dim",)),
+        Field("dense_act_fn", "ffn.activation", "relu", load=_switch_act_load, dump=_activation_dump),
+        Field("num_experts", "moe.experts.num_routed", 8),
+        switch_layers_rule(),
+        Field("router_bias", "moe.router.bias", False),
+        Field("router_jitter_noise", "moe.router.noise", 0.01, load=_jitter_load, dump=_jitter_dump_zero),
+        Field("router_dtype", "moe.router.float32", "float32", load=lambda v, ctx: v == "float32",
+              dump=lambda v: "float32" if v else "bfloat16"),
+        switch_capacity_rule(),
+        Field("router_aux_loss_coef", "moe.balance.aux_loss_weight", 0.001),
+        Field("router_z_loss_coef", "moe.balance.z_loss_weight", 0.001),
+        Ignore("router_ignore_padding_tokens", "stored but not read by transformers 5.23's router"),
+        Ignore("router_type", "not read by transformers 5.23: its Switch router is always top-1"),
+        Ignore("num_selected_experts", "not read by transformers 5.23: its Switch router is always top-1"),
+        Ignore("batch_prioritized_routing", "not read by transformers 5.23: tokens queue in sequence order"),
+        Ignore("is_full_sparse", "not read by transformers 5.23"),
+        Ignore("encoder_sparse_step", "derived by transformers from num_layers and num_sparse_encoder_layers"),
+        Ignore("decoder_sparse_step", "derived by transformers from num_decoder_layers and num_sparse_decoder_layers"),
+        Ignore("feed_forward_proj", "T5's FFN key; transformers' Switch reads dense_act_fn"),
+        Ignore("is_gated_act", "T5's FFN key; transformers' Switch FFN is never gated"),
+        Ignore("add_router_probs", "output switch"),
+        Ignore("initializer_factor", "initialisation only"),
+        Ignore("n_positions", "T5 metadata; the relative position bias has no length limit"),
+        Ignore("dropout_rate", DROPOUT),
+        Ignore("is_decoder", "set by transformers on each stack's copy of the config"),
+        Ignore("add_cross_attention", "unused: the decoder blocks always have cross-attention"),
+        Const("max_seq_len", 512, "T5's pre-training input length: config.json has no length key"),
+        Const("norm.kind", "rmsnorm"),
+        Const("position.kind", "t5_relative"),
+        Const("moe.router.kind", "token_choice"),
+        Const("moe.router.top_k", 1),
+        Const("moe.router.scoring", "softmax"),
+        Const("moe.balance.layer_reduction", "hf_pooled",
+              "per stack: the z-loss averaged over the stack's MoE layers, f_i and P_i per sequence pooled over them"),
+    ),
+    encoder_decoder=True,
+    non_architecture=(("max_seq_len",), ("moe", "router", "capacity")),
+    doc="Switch Transformers: T5 v1.0 encoder-decoder, top-1 routing, odd layers sparse (i % step == 1).",
+)
+
 TABLES: dict[str, Table] = {t.model_type: t for t in (MIXTRAL, DBRX, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3,
-                                                        OLMOE, GPT_OSS, DEEPSEEK)}
+                                                        OLMOE, GPT_OSS, DEEPSEEK, SWITCH)}
 
 # model_types the spec language describes but the generator does not build yet.
 NOT_YET: dict[str, str] = {
-    "switch_transformers": "Switch Transformers is an encoder-decoder (T5 relative positions, capacity routing); "
-                           "the Switch-C-2048 config.json also has the known layer-count bug (MODELS.md section 4.2)",
     "llama4": "Llama 4 (chunked attention, NoPE layers, temperature tuning)",
     "llama4_text": "Llama 4 (chunked attention, NoPE layers, temperature tuning)",
     "minimax": "MiniMax-01 (lightning attention, post-norm)",
