@@ -4,6 +4,11 @@ Builds the tiny Mixtral and DeepSeek-V3 models with moezoo, widens their MoE lay
 and times forward + backward of that layer alone, both implementations on the same inputs in the same run.
 
     python bench/moe_layer.py [--tokens 4096] [--repeats 5] [--device cpu|cuda] [--dtype float32|bfloat16]
+                              [--builds DIR]
+
+--builds DIR takes DIR/mixtral_8x7b/model.py and DIR/deepseek_v3/model.py from an earlier
+`moezoo build specs/mixtral_8x7b.yaml specs/deepseek_v3.yaml --tiny -o DIR`, so a GPU machine with only
+torch can run it.
 
 Prints one row per layer shape with the speed ratio loop / grouped (> 1: the grouped GEMM is faster).
 """
@@ -20,10 +25,6 @@ from pathlib import Path
 
 import torch
 
-from moezoo.codegen import render, write
-from moezoo.spec import load_spec
-from moezoo.zoo import specs_dir
-
 SHAPES = {
     # name: (spec, ModelConfig overrides)
     "Mixtral-like (D=512, E=8, K=2, F=1792)": ("mixtral_8x7b", dict(model_dim=512, num_experts=8, top_k=2, expert_hidden_dim=1792)),
@@ -35,8 +36,15 @@ SHAPES = {
 }
 
 
-def load_model_module(spec_name: str, outdir: Path):
-    target = write(render(load_spec(specs_dir() / f"{spec_name}.yaml"), tiny=True), outdir)
+def load_model_module(spec_name: str, outdir: Path, builds: Path | None = None):
+    if builds is not None:
+        target = builds / spec_name
+    else:
+        from moezoo.codegen import render, write
+        from moezoo.spec import load_spec
+        from moezoo.zoo import specs_dir
+
+        target = write(render(load_spec(specs_dir() / f"{spec_name}.yaml"), tiny=True), outdir)
     spec = importlib.util.spec_from_file_location(f"bench_{spec_name}", target / "model.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -68,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--builds", type=Path, default=None, help="prebuilt tiny builds (see above)")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {args.tokens} tokens, "
@@ -75,7 +84,7 @@ def main() -> None:
     print("| layer | loop (ms) | grouped GEMM (ms) | speed-up |\n|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for label, (spec_name, overrides) in SHAPES.items():
-            m = load_model_module(spec_name, Path(tmp))
+            m = load_model_module(spec_name, Path(tmp), args.builds)
             timings = {}
             for impl in ("loop", "grouped_mm"):
                 torch.manual_seed(0)

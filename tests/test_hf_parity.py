@@ -355,10 +355,10 @@ def switch_run(model, ours: bool, src: torch.Tensor, tgt: torch.Tensor):
     picks: list[torch.Tensor] = []
     if ours:
         routers = [m for m in model.modules() if type(m).__name__ == "Router"]
-        hook = lambda m, a, out: picks.append(out[1].reshape(-1))  # noqa: E731
+        hook = lambda m, a, out: picks.append(out[1].reshape(-1))
     else:
         routers = [m for m in model.modules() if type(m).__name__ == "SwitchTransformersTop1Router"]
-        hook = lambda m, a, out: picks.append(out[2].argmax(-1).reshape(-1))  # noqa: E731
+        hook = lambda m, a, out: picks.append(out[2].argmax(-1).reshape(-1))
     handles = [r.register_forward_hook(hook) for r in routers]
     try:
         with torch.no_grad():

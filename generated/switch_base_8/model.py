@@ -261,9 +261,11 @@ def grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch
         dtype = torch.get_autocast_dtype(x.device.type)
         x, w = x.to(dtype), w.to(dtype)
     aligned = x.shape[-1] * x.element_size() % 16 == 0 and w.shape[1] * x.element_size() % 16 == 0
-    if hasattr(F, "grouped_mm") and aligned and (x.device.type == "cpu" or x.dtype == torch.bfloat16):
+    # the kernel takes bf16 anywhere, float32 on CPU in eager mode only (torch.compile's shape check wants bf16)
+    eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
+    if hasattr(F, "grouped_mm") and aligned and (x.dtype == torch.bfloat16 or eager_cpu):
         return F.grouped_mm(x, w.transpose(-2, -1), offs=offsets)
-    # Fallback (old torch, unaligned widths, CUDA in float32): one matmul per expert on contiguous slices.
+    # Fallback (old torch, unaligned widths, float32 on CUDA or compiled): one matmul per expert on contiguous slices.
     sizes = torch.diff(offsets, prepend=offsets.new_zeros(1)).tolist()
     return torch.cat([xe @ we.T for xe, we in zip(x.split(sizes), w)], dim=0)
 
@@ -305,7 +307,7 @@ class Experts(nn.Module):
             t, xe = token[mine], x[token[mine]]  # this expert's tokens
             h = activation(xe @ self.w_up[e].T)
             y = h @ self.w_down[e].T
-            out.index_add_(0, t, y * gate[mine, None].to(y.dtype))
+            out.index_add_(0, t, (y * gate[mine, None].to(y.dtype)).to(out.dtype))  # accumulate in x.dtype, as forward
         return out
 
 

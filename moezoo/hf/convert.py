@@ -281,8 +281,9 @@ def export_spec(spec: Any, model_type: str | None = None) -> ExportResult:
     if spec.is_encoder_decoder != table.encoder_decoder:
         kind = ("decoder_only", "encoder_decoder")
         article = "an" if spec.is_encoder_decoder else "a"
-        raise HFError([f"{article} {kind[spec.is_encoder_decoder]} spec cannot be a {model_type} config ({model_type} "
-                       f"is {kind[table.encoder_decoder]})"])
+        message = (f"{article} {kind[spec.is_encoder_decoder]} spec cannot be a {model_type} config ({model_type} "
+                   f"is {kind[table.encoder_decoder]})")
+        raise HFError([message])
     notes: list[str] = []
     hf: dict[str, Any] = {"architectures": [table.architecture], "model_type": table.model_type}
     for entry in all_entries(table):

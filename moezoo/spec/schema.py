@@ -451,7 +451,8 @@ class BalanceSpec(Spec):
         "sum",
         description="sum: every MoE layer adds its own aux and z losses (Switch paper, Megatron, DeepSeek); "
         "hf_pooled: the statistics are pooled over all MoE layers' tokens into one aux loss and one z-loss "
-        "(what transformers computes for Mixtral, Qwen-MoE, OLMoE, DBRX, gpt-oss).",
+        "(what transformers computes for Mixtral, Qwen-MoE, OLMoE, DBRX, gpt-oss); in an encoder_decoder, one "
+        "pooled loss per stack with f_i and P_i per sequence, the two stacks added (transformers' Switch).",
     )
     sequence_aux_loss_weight: float = Weight(
         "DeepSeek-V3 complementary sequence-wise balance loss (f and P per sequence, scores normalised)."
