@@ -378,6 +378,9 @@ def _suggest(word: str, options: Sequence[str]) -> str:
 
 
 def _short(value: Any) -> str:
+    """A value as the spec's YAML spells it (true, false, null; strings quoted), shortened."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -25,7 +25,7 @@ IDENTIFIER = r"^[a-z][a-z0-9_]{0,63}$"
 class Spec(BaseModel):
     """Base class: immutable, unknown keys rejected, defaults validated like user input."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, strict=True)
 
 
 def Count(description: str, default=..., *, ge: int = 1, le: int = MAX_COUNT):  # noqa: N802
