@@ -98,10 +98,16 @@ def test_cli_writes_yaml_with_modeline_and_reports_ignored_keys(capsys, monkeypa
 
 
 def test_not_supported_yet_and_unknown_model_types_exit_1(capsys, monkeypatch, tmp_path):
-    for model_type in ("llama4_text", "minimax"):
+    for model_type in ("llama4", "minimax"):
         (tmp_path / "c.json").write_text(json.dumps({"model_type": model_type}))
         code, _, err = run(capsys, monkeypatch, "import-hf", str(tmp_path / "c.json"))
         assert code == 1 and "not supported yet" in err
+        if model_type == "llama4":  # the multimodal config: the message points at its text_config block
+            assert "model_type llama4_text" in err and "text_config" in err
+    # llama4_text is supported now: a bare config is transformers' defaults (Scout's sizes)
+    (tmp_path / "c.json").write_text(json.dumps({"model_type": "llama4_text"}))
+    code, _, err = run(capsys, monkeypatch, "import-hf", str(tmp_path / "c.json"))
+    assert code == 0 and "not supported yet" not in err
     (tmp_path / "c.json").write_text(json.dumps({"model_type": "llama"}))
     code, _, err = run(capsys, monkeypatch, "import-hf", str(tmp_path / "c.json"))
     assert code == 1 and "unknown model_type 'llama'" in err and "Traceback" not in err
@@ -152,6 +158,12 @@ def test_switch_transformers_defaults_import_with_transformers_count():
     ('{"model_type": "mixtral", "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}', "rope type 'dynamic'"),
     ('{"model_type": "mixtral", "hidden_act": "tanh"}', "only silu, gelu and relu gates"),
     ('{"model_type": "mixtral", "num_attention_heads": 3, "hidden_size": 64}', "the imported spec is invalid"),
+    ('{"model_type": "llama4_text", "attention_chunk_size": null}', "transformers 5.23 raises when it builds"),
+    ('{"model_type": "llama4_text", "moe_layers": []}', "a dense Llama 4 is not a Mixture-of-Experts model"),
+    ('{"model_type": "llama4_text", "no_rope_layer_interval": 0}', "no_rope_layer_interval 0"),
+    ('{"model_type": "llama4_text", "num_hidden_layers": 4, "no_rope_layers": [1, 1, 0]}', "no_rope_layers lists 3"),
+    ('{"model_type": "llama4_text", "num_hidden_layers": 2, "layer_types": ["chunked_attention", "sliding_attention"]}',
+     "layer_types must list 2 entries of chunked_attention / full_attention"),
 ])
 def test_bad_configs_are_errors_and_write_nothing(text, message, capsys, monkeypatch, tmp_path):
     (tmp_path / "config.json").write_text(text)
@@ -312,3 +324,127 @@ def test_import_errors_carry_the_warnings_seen_so_far():
     with pytest.raises(HFError) as err:
         import_config({"model_type": "deepseek_v3", "attention_bias": True, "use_cache": True})
     assert err.value.messages and any("use_cache" in w for w in err.value.warnings)
+
+
+# --------------------------------------------------------------------------- Llama 4 (llama4_text)
+
+LLAMA4_SMALL = {"vocab_size": 1000, "hidden_size": 64, "intermediate_size": 32, "intermediate_size_mlp": 96,
+                "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                "num_local_experts": 4, "interleave_moe_layer_step": 2, "attention_chunk_size": 16,
+                "no_rope_layer_interval": 4, "max_position_embeddings": 256}
+
+
+def _llama4_text_config(**kwargs) -> tuple[dict, object]:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Llama4TextConfig(**kwargs)
+    return json.loads(config.to_json_string()), config
+
+
+def _meta_count(config) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    assert type(model).__name__ == "Llama4ForCausalLM"
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    # 128,000 embedding + head; per layer 12,288 attention (q, o 64x64; k, v 64x32) + 128 norms; 4 MoE layers of
+    # 256 router + 4 x 6,144 experts + 6,144 shared expert; 4 dense layers of 3 x 64 x 96; 64 final norm
+    (LLAMA4_SMALL, 425_024),
+    # tied head (-64,000), biases on q/k/v/o (+ 4 x 64 + 2 x 64 per layer), head_dim 32 (doubles the projections),
+    # MoE on layers 0, 5 and 6 only, NoPE on 1 and 4 (an explicit no_rope_layers), no QK-norm, no temperature tuning
+    ({**LLAMA4_SMALL, "tie_word_embeddings": True, "attention_bias": True, "head_dim": 32, "moe_layers": [0, 5, 6],
+      "no_rope_layers": [1, 0, 1, 1, 0, 1, 1, 1], "use_qk_norm": False, "attn_temperature_tuning": False}, 449_344),
+    # transformers' defaults are Scout's text model: MODELS.md's 107,769,861,120 (specs/llama4_scout.yaml notes)
+    ({}, 107_769_861_120),
+])
+def test_llama4_text_config_from_transformers_imports_with_transformers_count(kwargs, expected):
+    """A config.json written by transformers' Llama4TextConfig imports to a spec whose params.total is exactly
+    transformers' meta-device count of Llama4ForCausalLM (the numbers were measured with transformers 5.23; the
+    first is also derived by hand above), and no key of the file is silently dropped."""
+    hf, config = _llama4_text_config(**kwargs)
+    result = import_config(hf)
+    spec = load_spec_text(import_hf_dict(hf)).spec
+    assert account(spec)["params"]["total"] == _meta_count(config) == expected
+    _, ctx, _ = map_config(hf)
+    for key in hf:
+        assert key in ctx.seen or any(f"'{key}'" in w for w in result.warnings), key
+    n, att = spec.num_layers, spec.attention
+    rope = [i for i in range(n) if config.no_rope_layers[i]]  # 1 = the layer USES rope
+    assert indices_of(spec.position.nope_layers, n) == [i for i in range(n) if i not in rope]
+    assert att.chunked.layers.indices(n) == [i for i, t in enumerate(config.layer_types) if t == "chunked_attention"]
+    assert att.chunked.layers.indices(n) == rope  # transformers' default: chunked attention on the rope layers
+    assert [i for i in range(n) if spec.is_moe_layer(i)] == sorted(config.moe_layers)
+    assert att.qk_norm == ("l2" if config.use_qk_norm else "none")
+    assert (att.temperature_tuning is not None) == config.attn_temperature_tuning
+    assert spec.moe.experts.num_shared == 1 and spec.moe.router.weight_on_input and spec.moe.router.scoring == "sigmoid"
+    if not kwargs:  # the zoo spec's spellings: NoPE every 4th layer, chunked attention on the others
+        assert spec.position.nope_layers.model_dump(exclude_defaults=True) == {"every": 4, "offset": 3}
+        assert att.chunked.layers.model_dump(exclude_defaults=True) == {"every": 4, "offset": 3, "invert": True}
+    if kwargs.get("moe_layers"):  # transformers reads moe_layers first; the step is reported as unused
+        assert any("ignored key 'interleave_moe_layer_step'" in w for w in result.warnings)
+
+
+def test_llama4_scout_first_release_text_config():
+    """Scout's text_config as first published (transformers 4.51.0): attn_temperature_tuning is the integer 4, which
+    transformers 5.23's strict config refuses; import-hf takes a positive value as on (vLLM read it as `> 0`) and
+    says so. The rope scaling of that release (llama3 factor 8, high_freq_factor 4) differs from the zoo spec's
+    (factor 16, high_freq_factor 1; see its notes), which changes no parameter count: 107,769,861,120 as the zoo
+    spec."""
+    hf = {"model_type": "llama4_text", "architectures": ["Llama4ForCausalLM"], "attention_bias": False,
+          "attention_chunk_size": 8192, "attention_dropout": 0.0, "attn_scale": 0.1, "attn_temperature_tuning": 4,
+          "bos_token_id": 200000, "eos_token_id": [200001, 200007, 200008], "floor_scale": 8192,
+          "for_llm_compressor": False, "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120,
+          "initializer_range": 0.02, "interleave_moe_layer_step": 1, "intermediate_size": 8192,
+          "intermediate_size_mlp": 16384, "max_position_embeddings": 262144, "moe_layers": list(range(48)),
+          "no_rope_layers": [int((i + 1) % 4 != 0) for i in range(48)], "num_attention_heads": 40,
+          "num_experts_per_tok": 1, "num_hidden_layers": 48, "num_key_value_heads": 8, "num_local_experts": 16,
+          "output_router_logits": False, "pad_token_id": 200018, "rms_norm_eps": 1e-05,
+          "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                           "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+          "rope_theta": 500000.0, "router_aux_loss_coef": 0.001, "router_jitter_noise": 0.0, "torch_dtype": "bfloat16",
+          "use_cache": True, "use_qk_norm": True, "vocab_size": 202048}
+    result = import_config(hf)
+    assert any("attn_temperature_tuning is 4, not a bool" in w for w in result.warnings)
+    assert any("ignored key 'for_llm_compressor'" in w for w in result.warnings)
+    assert not any("unknown key" in w for w in result.warnings)
+    spec = load_spec_text(import_hf_dict(hf)).spec
+    zoo = load_spec(REPO / "specs" / "llama4_scout.yaml").spec
+    # (head_dim 128 = 5120 / 40 is left implicit by import-hf; the zoo spec writes it)
+    assert spec.attention.model_copy(update={"head_dim": 128}) == zoo.attention and spec.moe == zoo.moe
+    assert spec.position.nope_layers == zoo.position.nope_layers
+    assert spec.position.scaling.factor == 8 and spec.position.scaling.high_freq_factor == 4
+    assert account(spec)["params"]["total"] == account(zoo)["params"]["total"] == 107_769_861_120
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises(Exception, match="attn_temperature_tuning"):
+        transformers.Llama4TextConfig(attn_temperature_tuning=4)
+
+
+def test_llama4_zoo_specs_export_to_the_text_model(capsys, monkeypatch):
+    """export-hf of the two zoo specs (their totals, 107,769,861,120 and 400,711,848,960, are the text LMs of
+    MODELS.md; test_transformers_builds_exactly_params_total_from_export checks transformers builds them)."""
+    expected = {"llama4_scout": (107_769_861_120, 1, 16, True), "llama4_maverick": (400_711_848_960, 2, 128, False)}
+    for name, (total, step, experts, qk_norm) in expected.items():
+        code, stdout, err = run(capsys, monkeypatch, "export-hf", name)
+        assert code == 0, err
+        hf = json.loads(stdout)
+        assert hf["model_type"] == "llama4_text" and hf["architectures"] == ["Llama4ForCausalLM"]
+        assert hf["interleave_moe_layer_step"] == step and hf["moe_layers"] == list(range(step - 1, 48, step))
+        assert hf["num_local_experts"] == experts and hf["use_qk_norm"] is qk_norm
+        assert hf["no_rope_layers"] == [int((i + 1) % 4 != 0) for i in range(48)] and hf["no_rope_layer_interval"] == 4
+        assert hf["layer_types"] == ["chunked_attention" if f else "full_attention" for f in hf["no_rope_layers"]]
+        assert (hf["attention_chunk_size"], hf["attn_temperature_tuning"], hf["attn_scale"], hf["floor_scale"]) == (
+            8192, True, 0.1, 8192)
+        assert account(load_spec(REPO / "specs" / f"{name}.yaml").spec)["params"]["total"] == total
+    # Without chunked attention every layer is full_attention; transformers still needs a chunk size (it builds the
+    # chunked mask in every forward), so export writes max_seq_len and says so.
+    spec = load_spec(REPO / "specs" / "llama4_maverick.yaml", ["attention.chunked=null"]).spec
+    result = export_spec(spec)
+    assert set(result.config["layer_types"]) == {"full_attention"} and result.config["attention_chunk_size"] == 1048576
+    assert any("attention_chunk_size is max_seq_len" in n for n in result.warnings)
+    assert load_spec_text(import_hf_dict(result.config)).spec == spec
+    code, _, err = run(capsys, monkeypatch, "export-hf", "llama4_scout", "--set", "attention.qk_norm=per_head")
+    assert code == 1 and "attention.qk_norm" in err

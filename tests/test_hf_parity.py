@@ -84,6 +84,14 @@ CASES: dict[str, dict] = {
                         moe_normalize_expert_weights=1.0),
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
     ),
+    "llama4_text": dict(  # NoPE layer 3 with temperature tuning, chunked rope layers with L2 QK-norm, MoE in 1 and 3
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=32, intermediate_size_mlp=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=1,
+        interleave_moe_layer_step=2, attention_chunk_size=6, use_qk_norm=True, attn_temperature_tuning=True,
+        floor_scale=4, attn_scale=0.3, max_position_embeddings=256,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+    ),
 }
 # The other side of MLA: V2 with query compression, V3 without it and with the rotate-half rope layout.
 CASES["deepseek_v2+q_lora"] = {**CASES["deepseek_v2"], "q_lora_rank": 24}
@@ -111,7 +119,7 @@ def hf_model(case: str):
 
 
 def router_modules(model) -> list[torch.nn.Module]:
-    names = ("TopKRouter", "TopkRouter", "DbrxRouter")
+    names = ("TopKRouter", "TopkRouter", "DbrxRouter", "Llama4Router")
     return [m for m in model.modules() if type(m).__name__.endswith(names)]
 
 
@@ -123,6 +131,8 @@ def hf_topk(model, model_type: str, tokens: torch.Tensor) -> tuple[torch.Tensor,
         if model_type == "dbrx":  # DbrxRouter returns logits; DbrxFFN takes softmax -> top-k of them
             k = model.config.ffn_config.moe_top_k
             picks.append(out.softmax(-1).topk(k, dim=-1).indices.sort(-1).values)
+        elif model_type == "llama4_text":  # (scores, logits): top-k of the logits
+            picks.append(out[1].topk(model.config.num_experts_per_tok, dim=-1).indices.sort(-1).values)
         else:  # (router_logits, weights, indices)
             picks.append(out[2].reshape(-1, out[2].shape[-1]).sort(-1).values)
 

@@ -83,7 +83,7 @@ class ModelConfig:
         return i >= self.moe_layer_start and i % self.moe_layer_every == self.moe_layer_offset
 
     def is_sliding_window_layer(self, i: int) -> bool:
-        """Layers i with i % every == offset attend within the sliding window."""
+        """Layers that attend within the sliding window."""
         return i % self.sliding_window_every == self.sliding_window_offset
 
     @classmethod

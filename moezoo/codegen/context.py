@@ -77,18 +77,10 @@ def unsupported(spec: ModelSpec) -> list[UnsupportedFeature]:
     if not isinstance(spec.position, RopeSpec):
         if not spec.is_encoder_decoder:
             out.append(UnsupportedFeature(f"position.kind {spec.position.kind} in a decoder-only model", "position.kind"))
-    elif spec.position.nope_layers is not None:
-        out.append(UnsupportedFeature("position.nope_layers (NoPE layers)", "position.nope_layers"))
     att = spec.attention
     if isinstance(att, GQASpec):
-        if att.chunked is not None:
-            out.append(UnsupportedFeature("attention.chunked (chunked local attention)", "attention.chunked"))
-        if att.temperature_tuning is not None:
-            out.append(UnsupportedFeature("attention.temperature_tuning", "attention.temperature_tuning"))
-        if att.qk_norm == "l2":
-            out.append(UnsupportedFeature("attention.qk_norm l2", "attention.qk_norm"))
-        if att.sliding_window is not None and att.sliding_window.layers.pattern is not None:
-            out.append(UnsupportedFeature("attention.sliding_window.layers.pattern", "attention.sliding_window.layers"))
+        if att.sliding_window is not None and att.chunked is not None:
+            out.append(UnsupportedFeature("attention.sliding_window together with attention.chunked", "attention.chunked"))
     if spec.moe is not None:
         r = spec.moe.router
         if not isinstance(r, TokenChoiceRouter):
@@ -96,6 +88,19 @@ def unsupported(spec: ModelSpec) -> list[UnsupportedFeature]:
         if spec.moe.layers.invert:
             out.append(UnsupportedFeature("moe.layers.invert", "moe.layers.invert"))
     return out
+
+
+def _selector(method: str, prefix: str, sel: Any, doc: str) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """ModelConfig fields for a LayerSelector (`<prefix>_every` / `_offset` / `_start`, or `<prefix>_pattern`) and
+    the is_... method that reads them."""
+    out: dict[str, Any] = {"method": method, "invert": sel.invert, "doc": doc, "prefix": prefix,
+                           "pattern": sel.pattern is not None, "start": sel.start > 0}
+    if sel.pattern is not None:
+        return [_field(f"{prefix}_pattern", sel.pattern, "one character per layer: M, 1 or x selects it")], out
+    fields = [_field(f"{prefix}_every", sel.every), _field(f"{prefix}_offset", sel.offset)]
+    if sel.start:
+        fields.append(_field(f"{prefix}_start", sel.start, "layers below this are never selected"))
+    return fields, out
 
 
 def _field(name: str, value: Any, comment: str = "", type_: str | None = None) -> dict[str, str]:
@@ -181,21 +186,47 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
             extras.append("attention sinks")
         if att.sliding_window:
             extras.append("sliding-window layers")
+        if att.chunked:
+            extras.append("chunked local attention on some layers")
+        if att.temperature_tuning:
+            extras.append("query temperature tuning on NoPE layers")
         if att.logit_softcap:
             extras.append("logit soft-capping")
         if extras:
             doc = doc[:-1] + ", with " + ", ".join(extras) + "."
         a["doc"] = doc
         c["attn_ctor"] = "Attention(config, layer_id)"
-    c["window"] = isinstance(att, GQASpec) and att.sliding_window is not None
+    gqa = isinstance(att, GQASpec)
+    c["window"] = gqa and att.sliding_window is not None
+    c["chunked"] = gqa and att.chunked is not None
+    c["nope"] = isinstance(pos, RopeSpec) and pos.nope_layers is not None
+    c["temperature"] = gqa and att.temperature_tuning is not None
     selectors = []
     if c["window"]:
         sw = att.sliding_window
-        att_fields += [_field("sliding_window", sw.size, "keys visible to a query on sliding-window layers"),
-                       _field("sliding_window_every", sw.layers.every), _field("sliding_window_offset", sw.layers.offset)]
-        selectors.append({"method": "is_sliding_window_layer", "every_field": "self.sliding_window_every",
-                          "offset_field": "self.sliding_window_offset", "invert": sw.layers.invert,
-                          "doc": "Layers i with i % every == offset attend within the sliding window."})
+        att_fields.append(_field("sliding_window", sw.size, "keys visible to a query on sliding-window layers"))
+        more, sel = _selector("is_sliding_window_layer", "sliding_window", sw.layers,
+                              "Layers that attend within the sliding window.")
+        att_fields += more
+        selectors.append(sel)
+    if c["chunked"]:
+        ch = att.chunked
+        att_fields.append(_field("attention_chunk_size", ch.size, "chunked layers: a query sees the keys of its own chunk"))
+        more, sel = _selector("is_chunked_layer", "chunked", ch.layers,
+                              "Layers that attend causally within chunks of attention_chunk_size"
+                              + (" (the rule's complement)." if ch.layers.invert else "."))
+        att_fields += more
+        selectors.append(sel)
+    if c["nope"]:
+        more, sel = _selector("is_nope_layer", "nope_layer", pos.nope_layers,
+                              "Layers that use no position encoding (NoPE)"
+                              + (" (the rule's complement)." if pos.nope_layers.invert else "."))
+        att_fields += more
+        selectors.append(sel)
+    if c["temperature"]:
+        tt = att.temperature_tuning
+        att_fields += [_field("attn_temperature_scale", tt.scale, "NoPE layers: q *= 1 + scale * log(1 + floor((pos+1) / floor))"),
+                       _field("attn_temperature_floor", tt.floor_scale, "positions per temperature step")]
     c["layer_selectors"] = selectors
     c["sdpa_ok"] = not (a["sinks"] or a["logit_softcap"])
     groups.append({"title": f"attention ({'MLA' if att.kind == 'mla' else att.kind.upper()})", "fields": att_fields})
@@ -487,7 +518,8 @@ def _moe_doc(spec: ModelSpec) -> str:
     text = f"Mixture of experts: each token uses {r.top_k} of {ex.num_routed} routed experts"
     if ex.num_shared:
         text += f" plus {ex.num_shared} always-on shared expert{'s' if ex.num_shared > 1 else ''}"
-    text += ". h = sum_k g_k FFN_{e_k}(x)"
+    # Llama 4 scales the expert's input by the routing score instead of its output (differs for a nonlinear FFN)
+    text += ". h = sum_k FFN_{e_k}(g_k x)" if r.weight_on_input else ". h = sum_k g_k FFN_{e_k}(x)"
     if ex.num_shared:
         text += " + FFN_shared(x)"
     return text + "."

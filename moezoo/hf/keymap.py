@@ -19,6 +19,9 @@ Ops (the layout conversions):
   experts_2d_t  DBRX's w2, (E*F, D) -> (E, D, F)
   rope_q        MLA query rows: DeepSeek's interleaved rope pairs -> rotate-half order (each head)
   rope_kv       MLA kv_a rows: the same for the shared rope key
+  chunk_t       (E, D, 2F) gate and up concatenated in the last dim, used as x @ w (Llama 4) -> gate, up (E, F, D)
+  rope_heads    q/k rows of each head with rope dims as interleaved pairs (Llama 4's complex rope) -> rotate-half
+                order; applied on every layer (a permutation shared by q and k leaves q.k unchanged on NoPE layers)
   same_as       a copy of another loaded tensor (Switch's encoder/decoder embed_tokens = shared.weight): checked
                 equal, not loaded twice
 """
@@ -30,7 +33,7 @@ from typing import Any
 from moezoo.spec.schema import GQASpec, MLASpec, ModelSpec
 
 MODEL_TYPES = ("mixtral", "dbrx", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe", "gpt_oss",
-               "switch_transformers")
+               "switch_transformers", "llama4_text")
 
 
 def _switch_keys(spec: ModelSpec) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -82,6 +85,25 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
     dense = any(not spec.is_moe_layer(i) for i in range(spec.num_layers))
     L = "layers.{i}."
 
+    if mt == "llama4_text":
+        P = "model.layers.{i}."
+        keys += [("model.embed_tokens.weight", "embed.weight", "copy"),
+                 ("model.norm.weight", "norm.weight", "copy"),
+                 (P + "input_layernorm.weight", L + "attn_norm.weight", "copy"),
+                 (P + "post_attention_layernorm.weight", L + "ffn_norm.weight", "copy")]
+        for hf, ours in (("q", "wq"), ("k", "wk"), ("v", "wv"), ("o", "wo")):
+            keys.append((P + f"self_attn.{hf}_proj.weight", L + f"attn.{ours}.weight",
+                         "rope_heads" if hf in "qk" else "copy"))
+        F = P + "feed_forward."
+        if dense:
+            keys += [(F + f"{w}_proj.weight", L + f"ffn.w_{w}.weight", "copy") for w in ("gate", "up", "down")]
+        X = L + "moe.experts."
+        keys += [(F + "router.weight", L + "moe.router.weight", "copy"),
+                 (F + "experts.gate_up_proj", f"{X}w_gate {X}w_up", "chunk_t"),
+                 (F + "experts.down_proj", X + "w_down", "t")]
+        keys += [(F + f"shared_expert.{w}_proj.weight", L + f"moe.shared.w_{w}.weight", "copy")
+                 for w in ("gate", "up", "down")]
+        return _finish(spec, mt, keys, ignored)
     if mt == "dbrx":
         P = "transformer.blocks.{i}."
         keys += [
@@ -186,10 +208,14 @@ def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored:
         "ops": ops,
         "mla": isinstance(att, MLASpec),
         "mtp": spec.mtp is not None and mt == "deepseek_v3",
+        # multimodal checkpoints (Llama 4) keep the text model under a prefix, beside towers this model has not
+        "prefix": "language_model." if mt == "llama4_text" else None,
+        "skip_prefixes": ("vision_model.", "multi_modal_projector.") if mt == "llama4_text" else (),
         "released_layout": {
             "mixtral": "per-expert w1/w3/w2 under block_sparse_moe",
             "dbrx": "fused Wqkv and (E*F, D) expert stacks",
             "gpt_oss": "fused, transposed gate_up_proj with gate and up interleaved",
             "switch_transformers": "T5 names, one wi/wo pair per expert",
+            "llama4_text": "fused experts: gate_up_proj (E, D, 2F) and down_proj (E, F, D), used as x @ w",
         }.get(mt, "one tensor per expert"),
     }

@@ -1394,13 +1394,233 @@ SWITCH = Table(
     doc="Switch Transformers: T5 v1.0 encoder-decoder, top-1 routing, odd layers sparse (i % step == 1).",
 )
 
-TABLES: dict[str, Table] = {t.model_type: t for t in (MIXTRAL, DBRX, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3,
-                                                        OLMOE, GPT_OSS, DEEPSEEK, SWITCH)}
 
-# model_types the spec language describes but the generator does not build yet.
+# --------------------------------------------------------------------------- Llama 4 (text model)
+
+
+def _llama4_rope_flags(ctx: ImportCtx, n: int) -> list[bool] | None:
+    """Which layers use rope: no_rope_layers (1 = the layer USES rope, despite the name) or, when that is null or
+    empty, transformers' default: a NoPE layer every no_rope_layer_interval layers ((i + 1) % interval == 0)."""
+    flags = ctx.get("no_rope_layers", None)
+    interval = ctx.get("no_rope_layer_interval", 4)
+    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+        # transformers computes the default list in every __post_init__, even when no_rope_layers is given
+        ctx.error(f"no_rope_layer_interval {interval!r}: transformers computes (i + 1) % interval for each layer "
+                  "(it needs an integer >= 1)")
+        return None
+    default = [(i + 1) % interval != 0 for i in range(n)]
+    if not flags:  # transformers: `no_rope_layers if no_rope_layers else default`, so [] is the default too
+        return default
+    if not isinstance(flags, list) or any(not isinstance(f, (int, bool)) for f in flags):
+        ctx.error("no_rope_layers must be a list of 0 / 1 per layer (1: the layer uses rope)")
+        return None
+    if len(flags) < n:
+        ctx.error(f"no_rope_layers lists {len(flags)} layers; transformers reads an entry for each of the {n} layers")
+        return None
+    if len(flags) > n:
+        ctx.warn(f"no_rope_layers lists {len(flags)} entries for {n} layers; transformers ignores the last "
+                 f"{len(flags) - n}")
+    out = [bool(f) for f in flags[:n]]
+    if ctx.has("no_rope_layer_interval") and default != out:
+        ctx.warn(f"ignored key 'no_rope_layer_interval' ({interval}: no_rope_layers is set, and transformers reads it "
+                 "first)")
+    return out
+
+
+def llama4_nope_rule() -> Rule:
+    keys = ("no_rope_layers", "no_rope_layer_interval")
+
+    def load(ctx: ImportCtx) -> None:
+        n = ctx.lookup("num_layers")
+        flags = _llama4_rope_flags(ctx, n)
+        if flags is None or all(flags):
+            return
+        nope = [i for i in range(n) if not flags[i]]
+        ctx.set("position.nope_layers", selector_from_indices(nope, n) or {"every": 1}, *keys)
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        n = spec_get(spec, "num_layers")
+        sel = spec_get(spec, "position.nope_layers")
+        nope = indices_of(sel, n) if sel is not None else []
+        flags = [0 if i in nope else 1 for i in range(n)]
+        hf["no_rope_layers"] = flags
+        # the interval whose default is this list, if one is (transformers writes both keys)
+        interval = next((k for k in range(1, n + 2) if [int((i + 1) % k != 0) for i in range(n)] == flags), None)
+        if interval is not None:
+            hf["no_rope_layer_interval"] = interval
+
+    return Rule(keys, load, dump, "no_rope_layers: 1 = rope, 0 = NoPE (default: every 4th layer is NoPE)")
+
+
+def llama4_chunk_rule() -> Rule:
+    """layer_types (default: chunked_attention on the rope layers, full_attention on the NoPE layers) with chunks of
+    attention_chunk_size tokens."""
+    keys = ("attention_chunk_size", "layer_types")
+
+    def load(ctx: ImportCtx) -> None:
+        n = ctx.lookup("num_layers")
+        size = ctx.get("attention_chunk_size", 8192)
+        types = ctx.get("layer_types", None)
+        nope_sel = ctx.lookup("position.nope_layers")
+        nope = indices_of(nope_sel, n) if nope_sel is not None else []
+        if types is None:  # transformers: chunked where no_rope_layers says rope
+            chunked = [i for i in range(n) if i not in nope]
+        else:
+            types = ["full_attention" if t == "attention" else t for t in types]  # transformers' legacy name
+            if len(types) != n or set(types) - {"chunked_attention", "full_attention"}:
+                ctx.error(f"layer_types must list {n} entries of chunked_attention / full_attention (the two masks "
+                          "transformers' Llama 4 builds)")
+                return
+            chunked = [i for i, t in enumerate(types) if t == "chunked_attention"]
+        if not chunked:
+            if ctx.has("attention_chunk_size"):
+                ctx.warn(f"ignored key 'attention_chunk_size' ({size}: layer_types names no chunked_attention layer)")
+            return
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            ctx.error(f"attention_chunk_size is {size!r} but layers {chunked} use chunked attention: transformers "
+                      "5.23 raises when it builds their mask")
+            return
+        window: dict[str, Any] = {"size": size}
+        if nope and chunked == [i for i in range(n) if i not in nope] and "pattern" not in nope_sel:
+            window["layers"] = {**nope_sel, "invert": True}  # the rope layers, spelled as in the zoo specs
+        elif (sel := selector_from_indices(chunked, n, allow_start=False)) is not None:
+            window["layers"] = sel
+        ctx.set("attention.chunked", window, *keys)
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        n = spec_get(spec, "num_layers")
+        chunked = spec_get(spec, "attention.chunked")
+        idx = indices_of(spec_get(chunked, "layers"), n) if chunked is not None else []
+        if chunked is not None:
+            hf["attention_chunk_size"] = spec_get(chunked, "size")
+        else:  # transformers 5.23 builds the chunked mask in every forward (used or not) and raises without a size
+            hf["attention_chunk_size"] = spec_get(spec, "max_seq_len")
+            notes.append("no chunked attention: every layer_types entry is full_attention, and attention_chunk_size "
+                         "is max_seq_len (transformers needs a value even when no layer uses it)")
+        hf["layer_types"] = ["chunked_attention" if i in idx else "full_attention" for i in range(n)]
+
+    return Rule(keys, load, dump, "chunked attention: layer_types, attention_chunk_size")
+
+
+def llama4_temperature_rule() -> Rule:
+    keys = ("attn_temperature_tuning", "attn_scale", "floor_scale")
+
+    def load(ctx: ImportCtx) -> None:
+        on = ctx.get("attn_temperature_tuning", True)
+        scale, floor = ctx.get("attn_scale", 0.1), ctx.get("floor_scale", 8192)
+        if not isinstance(on, bool):
+            if not isinstance(on, (int, float)):
+                ctx.error(f"attn_temperature_tuning is {on!r}: expected true or false")
+                return
+            ctx.warn(f"attn_temperature_tuning is {on!r}, not a bool (the first Llama 4 release wrote 4): transformers "
+                     "5.23's strict config refuses it, its modeling code tests the truth value and vLLM read it as "
+                     f"`> 0`, so it is imported as {'on' if on > 0 else 'off'}")
+            on = on > 0
+        if on:  # transformers applies it on the NoPE layers only, as the spec does
+            ctx.set("attention.temperature_tuning", {"scale": _num(scale), "floor_scale": _num(floor)}, *keys)
+        elif ctx.has("attn_scale") or ctx.has("floor_scale"):
+            ctx.warn("ignored keys 'attn_scale' and 'floor_scale' (unused: attn_temperature_tuning is false)")
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        tuning = spec_get(spec, "attention.temperature_tuning")
+        hf["attn_temperature_tuning"] = tuning is not None
+        if tuning is not None:
+            hf["attn_scale"] = float(spec_get(tuning, "scale"))
+            hf["floor_scale"] = spec_get(tuning, "floor_scale")
+
+    return Rule(keys, load, dump, "q *= 1 + attn_scale * log(floor((pos + 1) / floor_scale) + 1) on NoPE layers")
+
+
+def llama4_moe_layers_rule() -> Rule:
+    """moe_layers (a list of layer indices) or, when null, every interleave_moe_layer_step-th layer from
+    step - 1 on; transformers reads moe_layers first (an empty list: no MoE layer at all)."""
+    keys = ("moe_layers", "interleave_moe_layer_step")
+
+    def load(ctx: ImportCtx) -> None:
+        n = ctx.lookup("num_layers")
+        step = ctx.get("interleave_moe_layer_step", 1)
+        listed = ctx.get("moe_layers", None)
+        stepped = None
+        if isinstance(step, int) and not isinstance(step, bool) and step >= 1:
+            stepped = list(range(step - 1, n, step))
+        if listed is None:
+            if stepped is None:
+                ctx.error(f"interleave_moe_layer_step {step!r}: transformers uses it as a range() step (it needs an "
+                          "integer >= 1)")
+                return
+            idx = stepped
+        else:
+            if not isinstance(listed, list) or any(not isinstance(i, int) or isinstance(i, bool) for i in listed):
+                ctx.error("moe_layers must be a list of layer indices")
+                return
+            idx = sorted({i for i in listed if 0 <= i < n})
+            if len(idx) != len(set(listed)):
+                ctx.warn(f"moe_layers names indices outside 0..{n - 1}; transformers never matches them")
+            if ctx.has("interleave_moe_layer_step") and stepped != idx:
+                ctx.warn(f"ignored key 'interleave_moe_layer_step' ({step}: moe_layers is set, and transformers "
+                         "reads it first)")
+        if not idx:
+            ctx.error("moe_layers / interleave_moe_layer_step select no MoE layer: a dense Llama 4 is not a "
+                      "Mixture-of-Experts model")
+            return
+        sel = selector_from_indices(idx, n)
+        if sel is not None:
+            ctx.set("moe.layers", sel, *keys)
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        n = spec_get(spec, "num_layers")
+        idx = indices_of(spec_get(spec, "moe.layers"), n)
+        hf["interleave_moe_layer_step"] = next((s for s in range(1, n + 1) if list(range(s - 1, n, s)) == idx), 1)
+        hf["moe_layers"] = idx
+
+    return Rule(keys, load, dump, "MoE layers: moe_layers, else every step-th layer")
+
+
+def _llama4_qk_norm_load(value: Any, ctx: ImportCtx) -> Any:
+    return "l2" if value else "none"
+
+
+LLAMA4_TEXT = Table(
+    "llama4_text", "Llama4ForCausalLM", "llama4",
+    _skeleton(202048, 5120, 48, 131072, 1e-5) + (
+        gqa_rule(40, 8, 128),  # transformers' default head_dim is 128 whatever hidden_size / heads is
+        attention_bias_field(False),
+        # weightless RMS ("L2") norm of q and k, after rope and on the rope layers only; eps = rms_norm_eps
+        Field("use_qk_norm", "attention.qk_norm", True, load=_llama4_qk_norm_load, dump=lambda v: v == "l2"),
+        rope_rule(500000.0),
+        llama4_nope_rule(),  # after rope_rule (it writes position.nope_layers) and before the chunks (which read it)
+        llama4_chunk_rule(),
+        llama4_temperature_rule(),
+        _activation(),
+        Field("intermediate_size", "moe.experts.hidden_dim", 8192),  # the routed experts and the shared expert
+        Field("intermediate_size_mlp", "ffn.hidden_dim", 16384),  # the dense layers only
+        Field("num_local_experts", "moe.experts.num_routed", 16),
+        Field("num_experts_per_tok", "moe.router.top_k", 1),
+        llama4_moe_layers_rule(),
+        # transformers 5.23's Llama4ForCausalLM computes no balance loss: the key is stored, never read; the spec keeps
+        # it as the weight of the pooled loss transformers computes for its other MoE models (as the zoo specs do)
+        Field("router_aux_loss_coef", "moe.balance.aux_loss_weight", 0.001),
+        Ignore("router_jitter_noise", "stored but not read by transformers 5.23's Llama 4 router (no jitter)"),
+        Ignore("for_llm_compressor", "a flag of the first release; not read by transformers 5.23"),
+        Ignore("_attn_implementation_autoset", "metadata"),
+        Ignore("attention_dropout", DROPOUT),
+        *_LLAMA_NORM, *_ROUTER, *_POOLED,
+        Const("moe.experts.num_shared", 1, "shared_expert: a SwiGLU FFN of width intermediate_size per MoE layer"),
+        Const("moe.router.scoring", "sigmoid", "top-k of the logits, then sigmoid of the chosen ones (no renorm)"),
+        Const("moe.router.weight_on_input", True, "the token is scaled by its score before the expert"),
+    ),
+    doc="Llama 4 text model: NoPE every 4th layer, chunked attention on the rope layers, L2 QK-norm, temperature "
+        "tuning on NoPE layers, top-1 sigmoid routing on the expert input plus a shared expert.",
+)
+
+TABLES: dict[str, Table] = {t.model_type: t for t in (MIXTRAL, DBRX, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3,
+                                                        OLMOE, GPT_OSS, DEEPSEEK, SWITCH, LLAMA4_TEXT)}
+
+# model_types import-hf does not read (yet): the message says why and what to do instead.
 NOT_YET: dict[str, str] = {
-    "llama4": "Llama 4 (chunked attention, NoPE layers, temperature tuning)",
-    "llama4_text": "Llama 4 (chunked attention, NoPE layers, temperature tuning)",
+    "llama4": ("this is the multimodal Llama 4 config (Llama4ForConditionalGeneration, with a vision encoder); the "
+               "text model's config is model_type llama4_text: save the `text_config` block of this config.json as a "
+               "config.json of its own and import that"),
     "minimax": "MiniMax-01 (lightning attention, post-norm)",
     "minimax_text_01": "MiniMax-01 (lightning attention, post-norm)",
 }
