@@ -188,10 +188,15 @@ def _mean_context(core: AttentionCore, seq_len: int, causal: bool) -> float:
 def _core_flops(core: AttentionCore, seq_len: int, causal: bool) -> float:
     """Forward FLOPs per query token of the attention core (scores and weighted values)."""
     if core.kind == "linear":
-        # Lightning attention: per head, read and update a d x d state (inter-block) plus causal
-        # softmax-free attention inside the block (intra-block).
-        H, d, B = core.num_heads, core.qk_dim, core.block_size or 1
-        return 2 * H * (2 * d * d) + 2 * H * (d + d) * (B / 2 if causal else B)
+        # Lightning attention, blockwise: inside a block, q k^T and its product with v over the block's pairs
+        # (half of them when causal); across blocks, per head, each query reads the d x d state left by the
+        # earlier blocks (not in the first block, where it is empty) and each key / value updates it (not in
+        # the last block, whose update nothing reads).
+        H, d, B, S = core.num_heads, core.qk_dim, core.block_size or 1, seq_len
+        sizes = [B] * (S // B) + ([S % B] if S % B else [])
+        pairs = sum(n * n / 2 if causal else n * n for n in sizes)
+        state = (S - sizes[0]) + (S - sizes[-1])  # state reads + state updates, in tokens
+        return (2 * H * (d + d) * pairs + 2 * H * d * d * state) / S
     return 2 * core.num_heads * (core.qk_dim + core.v_dim) * _mean_context(core, seq_len, causal)
 
 

@@ -84,6 +84,13 @@ CASES: dict[str, dict] = {
                         moe_normalize_expert_weights=1.0),
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
     ),
+    "minimax": dict(  # lightning layers 0 and 2 (blocks of 6: 6 + 6 + 4 tokens), softmax layers 1 and 3, post-norm alpha 1.7
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2, block_size=6,
+        layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        full_attn_alpha_factor=1.7, linear_attn_alpha_factor=1.7, mlp_alpha_factor=1.7, router_aux_loss_coef=0.02,
+        max_position_embeddings=128, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+    ),
     "llama4_text": dict(  # NoPE layer 3 with temperature tuning, chunked rope layers with L2 QK-norm, MoE in 1 and 3
         vocab_size=VOCAB, hidden_size=64, intermediate_size=32, intermediate_size_mlp=48, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=1,
@@ -97,7 +104,7 @@ CASES: dict[str, dict] = {
 CASES["deepseek_v2+q_lora"] = {**CASES["deepseek_v2"], "q_lora_rank": 24}
 CASES["deepseek_v3+no_q_lora+rotate_half"] = {**CASES["deepseek_v3"], "q_lora_rank": None, "rope_interleave": False}
 CASES["mixtral+tied"] = {**CASES["mixtral"], "tie_word_embeddings": True}  # the checkpoint has no lm_head
-AUX_LOSS = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "dbrx"}  # families transformers computes it for
+AUX_LOSS = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "dbrx", "minimax"}  # families transformers computes it for
 
 
 def hf_model(case: str):

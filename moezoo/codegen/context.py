@@ -70,17 +70,13 @@ def unsupported(spec: ModelSpec) -> list[UnsupportedFeature]:
             out.append(UnsupportedFeature(f"encoder_decoder with norm.placement {spec.norm.placement}", "norm.placement"))
         if spec.embedding.input_multiplier != 1.0 or spec.embedding.logit_softcap is not None:
             out.append(UnsupportedFeature("encoder_decoder embedding multipliers / soft-capping", "embedding"))
-    if spec.hybrid_attention is not None:
-        out.append(UnsupportedFeature("hybrid_attention lightning (linear attention layers)", "hybrid_attention"))
-    if spec.norm.placement == "post":
-        out.append(UnsupportedFeature("norm.placement post", "norm.placement"))
-    if not isinstance(spec.position, RopeSpec):
-        if not spec.is_encoder_decoder:
-            out.append(UnsupportedFeature(f"position.kind {spec.position.kind} in a decoder-only model", "position.kind"))
+    if not isinstance(spec.position, RopeSpec) and not spec.is_encoder_decoder:
+        out.append(UnsupportedFeature(f"position.kind {spec.position.kind} in a decoder-only model", "position.kind"))
+    if spec.norm.placement == "post" and spec.moe is not None and spec.moe.extra_dense_ffn:
+        out.append(UnsupportedFeature("norm.placement post with moe.extra_dense_ffn", "norm.placement"))
     att = spec.attention
-    if isinstance(att, GQASpec):
-        if att.sliding_window is not None and att.chunked is not None:
-            out.append(UnsupportedFeature("attention.sliding_window together with attention.chunked", "attention.chunked"))
+    if isinstance(att, GQASpec) and att.sliding_window is not None and att.chunked is not None:
+        out.append(UnsupportedFeature("attention.sliding_window together with attention.chunked", "attention.chunked"))
     if spec.moe is not None:
         r = spec.moe.router
         if not isinstance(r, TokenChoiceRouter):
@@ -130,6 +126,8 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
         _field("num_layers", spec.num_layers),
         _field("max_seq_len", spec.max_seq_len, "context length the model was built for"),
         _field("norm_eps", spec.norm.eps),
+        *([_field("residual_alpha", spec.norm.residual_alpha, "post-norm: x = alpha * norm(x) + f(norm(x))")]
+          if spec.norm.placement == "post" else []),
     ]
     if spec.embedding.input_multiplier != 1.0:
         skeleton.append(_field("input_multiplier", spec.embedding.input_multiplier, "embeddings are scaled by this"))
@@ -227,9 +225,23 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
         tt = att.temperature_tuning
         att_fields += [_field("attn_temperature_scale", tt.scale, "NoPE layers: q *= 1 + scale * log(1 + floor((pos+1) / floor))"),
                        _field("attn_temperature_floor", tt.floor_scale, "positions per temperature step")]
+    c["lightning"] = spec.hybrid_attention is not None
+    if c["lightning"]:
+        hy = spec.hybrid_attention
+        lightning_fields = [_field("lightning_num_heads", hy.num_heads, "heads of the linear-attention layers"),
+                            _field("lightning_head_dim", hy.head_dim),
+                            _field("lightning_block_size", hy.block_size, "block length of the blockwise computation")]
+        more, sel = _selector("is_softmax_attention_layer", "softmax_layer", hy.softmax_layers,
+                              "Layers that keep softmax attention; the others use lightning (linear) attention.")
+        lightning_fields += more
+        selectors.append(sel)
+        c["attn_ctor"] = ("Attention(config, layer_id) if config.is_softmax_attention_layer(layer_id) "
+                          "else LightningAttention(config, layer_id)")
     c["layer_selectors"] = selectors
     c["sdpa_ok"] = not (a["sinks"] or a["logit_softcap"])
     groups.append({"title": f"attention ({'MLA' if att.kind == 'mla' else att.kind.upper()})", "fields": att_fields})
+    if c["lightning"]:
+        groups.append({"title": "lightning attention (MiniMax-01)", "fields": lightning_fields})
     c["att"] = a
 
     # -- encoder-decoder skeleton (T5 style)
@@ -257,8 +269,10 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
     c["norm_kind"] = spec.norm.kind
     c["norm_bias"] = spec.norm.bias
     c["norm_class"] = "RMSNorm" if spec.norm.kind == "rmsnorm" else "LayerNorm"
-    c["needs_rmsnorm"] = isinstance(att, MLASpec) or (isinstance(att, GQASpec) and att.qk_norm in ("per_head", "full"))
+    c["needs_rmsnorm"] = (isinstance(att, MLASpec) or (isinstance(att, GQASpec) and att.qk_norm in ("per_head", "full"))
+                          or spec.hybrid_attention is not None)
     c["sandwich"] = spec.norm.placement == "sandwich"
+    c["post_norm"] = spec.norm.placement == "post"
     ffn = spec.ffn
     c["activation"] = ffn.activation
     c["gated"] = ffn.num_matrices == 3
@@ -526,6 +540,10 @@ def _moe_doc(spec: ModelSpec) -> str:
 
 
 def _block_doc(spec: ModelSpec) -> str:
+    if spec.norm.placement == "post":
+        return ("Post-norm block (MiniMax-01): h = norm(x), x = alpha * h + attn(h); then h = norm(x), "
+                "x = alpha * h + ffn(h). The residual branch starts after the norm; alpha > 1 (DeepNorm) "
+                "weights it up so deep stacks train stably.")
     if spec.norm.placement == "sandwich":
         return "Sandwich-norm block: x + norm(attn(norm(x))), then x + norm(ffn(norm(x))) (Grok-1)."
     return "Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)) (the FFN is MoE on MoE layers)."

@@ -33,7 +33,7 @@ from typing import Any
 from moezoo.spec.schema import GQASpec, MLASpec, ModelSpec
 
 MODEL_TYPES = ("mixtral", "dbrx", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe", "gpt_oss",
-               "switch_transformers", "llama4_text")
+               "switch_transformers", "llama4_text", "minimax")
 
 
 def _switch_keys(spec: ModelSpec) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -150,6 +150,13 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                          (A + "k_norm.weight", L + "attn.k_norm.weight", "copy")]
             if att.sinks:
                 keys.append((A + "sinks", L + "attn.sinks", "copy"))
+        if spec.hybrid_attention is not None:  # MiniMax's lightning layers (the softmax layers use the keys above)
+            keys += [(A + "qkv_proj.weight", L + "attn.wqkv.weight", "copy"),
+                     (A + "output_gate.weight", L + "attn.w_gate.weight", "copy"),
+                     (A + "norm.weight", L + "attn.out_norm.weight", "copy"),
+                     (A + "out_proj.weight", L + "attn.wo.weight", "copy")]
+            # transformers keeps the decay rates as buffers; the generated model computes them
+            ignored += [A + f"{b}" for b in ("slope_rate", "query_decay", "key_decay", "diagonal_decay")]
         if dense:
             keys += [(P + f"mlp.{w}_proj.weight", L + f"ffn.w_{w}.weight", "copy") for w in ("gate", "up", "down")]
         # router
@@ -158,7 +165,7 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                      (P + "mlp.router.bias", L + "moe.router.bias", "copy")]
         else:
             keys.append((P + "mlp.gate.weight", L + "moe.router.weight", "copy"))
-            if mt == "mixtral":
+            if mt in ("mixtral", "minimax"):  # the released name (transformers renames it to mlp.gate)
                 keys.append((P + "block_sparse_moe.gate.weight", L + "moe.router.weight", "copy"))
         if moe.balance.aux_free is not None and mt == "deepseek_v3":
             keys.append((P + "mlp.gate.e_score_correction_bias", L + "moe.router.e_score_correction_bias", "copy"))
@@ -170,8 +177,9 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                      (P + "mlp.experts.down_proj", X + "w_down", "t"),
                      (P + "mlp.experts.down_proj_bias", X + "w_down_bias", "copy")]
         else:
-            names = ("w1", "w3", "w2") if mt == "mixtral" else ("gate_proj", "up_proj", "down_proj")
-            prefix = "block_sparse_moe" if mt == "mixtral" else "mlp"
+            mixtral_like = mt in ("mixtral", "minimax")
+            names = ("w1", "w3", "w2") if mixtral_like else ("gate_proj", "up_proj", "down_proj")
+            prefix = "block_sparse_moe" if mixtral_like else "mlp"
             keys += [(P + f"{prefix}.experts.{{e}}.{hf}.weight", X + ours, "expert")
                      for hf, ours in zip(names, ("w_gate", "w_up", "w_down"))]
             keys += [(P + "mlp.experts.gate_up_proj", f"{X}w_gate {X}w_up", "chunk"),
@@ -213,6 +221,7 @@ def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored:
         "skip_prefixes": ("vision_model.", "multi_modal_projector.") if mt == "llama4_text" else (),
         "released_layout": {
             "mixtral": "per-expert w1/w3/w2 under block_sparse_moe",
+            "minimax": "per-expert w1/w3/w2 under block_sparse_moe",
             "dbrx": "fused Wqkv and (E*F, D) expert stacks",
             "gpt_oss": "fused, transposed gate_up_proj with gate and up interleaved",
             "switch_transformers": "T5 names, one wi/wo pair per expert",

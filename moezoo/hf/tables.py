@@ -1613,16 +1613,259 @@ LLAMA4_TEXT = Table(
         "tuning on NoPE layers, top-1 sigmoid routing on the expert input plus a shared expert.",
 )
 
+
+# --------------------------------------------------------------------------- MiniMax-01 (model_type minimax)
+
+_MINIMAX_ALPHAS = ("full_attn_alpha_factor", "linear_attn_alpha_factor", "mlp_alpha_factor")
+_MINIMAX_BETAS = ("full_attn_beta_factor", "linear_attn_beta_factor", "mlp_beta_factor")
+_MINIMAX_LAYER_TYPES = {"full_attention": "full_attention", "linear_attention": "linear_attention",
+                        "attention": "full_attention", "mamba": "linear_attention"}  # transformers' legacy names
+
+
+def _minimax_types(ctx: ImportCtx, n: int) -> list[str] | None:
+    """layer_types as transformers 5.23 builds them (default: full attention on even layers, linear on odd ones)."""
+    types = ctx.get("layer_types", None)
+    if types is None:
+        return ["full_attention" if (i + 1) % 2 else "linear_attention" for i in range(n)]
+    if (not isinstance(types, list) or len(types) != n
+            or any(not isinstance(t, str) or t not in _MINIMAX_LAYER_TYPES for t in types)):
+        ctx.error(f"layer_types must list {n} entries of full_attention / linear_attention (the two kinds of layer "
+                  "transformers' MiniMax builds masks for)")
+        return None
+    return [_MINIMAX_LAYER_TYPES[t] for t in types]
+
+
+def _minimax_types_quiet(ctx: ImportCtx, n: int) -> list[str] | None:
+    """_minimax_types without reporting (minimax_layers_rule reports a bad layer_types once)."""
+    probe = ImportCtx(ctx.hf)
+    return _minimax_types(probe, n) if isinstance(n, int) else None
+
+
+def _minimax_used(types: list[str] | None) -> dict[str, bool]:
+    """Which of the three residual scalings some layer uses (all of them when layer_types is unreadable)."""
+    kinds = set(types) if types is not None else {"full_attention", "linear_attention"}
+    return {"full": "full_attention" in kinds, "linear": "linear_attention" in kinds, "mlp": True}
+
+
+def minimax_residual_rule() -> Rule:
+    """transformers' MiniMaxDecoderLayer: h = input_layernorm(x); x = alpha * h + beta * attn(h);
+    h = post_attention_layernorm(x); x = alpha' * h + beta' * mlp(h). The residual is taken after the norm, so
+    every config is moezoo's `post` placement (norm(alpha * x + f(x)), the norms shifted by one position), and the
+    spec has one alpha and no beta: the alphas that some layer uses must agree, the betas be 1."""
+    keys = _MINIMAX_ALPHAS + _MINIMAX_BETAS
+
+    def load(ctx: ImportCtx) -> None:
+        n = ctx.lookup("num_layers")
+        used = _minimax_used(_minimax_types_quiet(ctx, n))
+        alphas = {k: ctx.get(k, 1) for k in _MINIMAX_ALPHAS}
+        betas = {k: ctx.get(k, 1) for k in _MINIMAX_BETAS}
+        bad = [k for k, v in {**alphas, **betas}.items()
+               if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)]
+        if bad:
+            ctx.error(f"keys {', '.join(repr(k) for k in bad)} must be numbers")
+            return
+        for key in keys:  # a scaling of a kind of layer the config does not have is never read
+            if not used[key.split("_")[0]] and ctx.has(key) and ctx.raw(key) != 1:
+                ctx.warn(f"ignored key '{key}' ({ctx.raw(key)}: no layer of this config is "
+                         f"{key.split('_')[0]}_attention)")
+        live_alphas = {k: v for k, v in alphas.items() if used[k.split("_")[0]]}
+        live_betas = {k: v for k, v in betas.items() if used[k.split("_")[0]]}
+        ok = True
+        if len({float(v) for v in live_alphas.values()}) > 1:
+            ok = False
+            ctx.error("keys " + ", ".join(f"'{k}' ({v})" for k, v in live_alphas.items()) + " differ: moezoo's "
+                      "post-norm has one residual scale norm.residual_alpha for every sub-layer")
+        not_one = {k: v for k, v in live_betas.items() if v != 1}
+        if not_one:
+            ok = False
+            ctx.error(("keys " if len(not_one) > 1 else "key ") + ", ".join(f"'{k}' ({v})" for k, v in not_one.items())
+                      + (" are" if len(not_one) > 1 else " is") + " not 1: moezoo's "
+                      "post-norm norm(alpha * x + f(x)) has no scale on the sub-layer output")
+        if not ok:
+            return
+        ctx.set("norm.placement", "post", *keys)
+        ctx.set("norm.residual_alpha", float(alphas["mlp_alpha_factor"]), *(k for k in _MINIMAX_ALPHAS if ctx.has(k)))
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        alpha = float(spec_get(spec, "norm.residual_alpha"))
+        for key in _MINIMAX_ALPHAS:
+            hf[key] = alpha
+        for key in _MINIMAX_BETAS:
+            hf[key] = 1.0
+
+    return Rule(keys, load, dump, "residual scalings -> norm.placement post, norm.residual_alpha")
+
+
+def minimax_layers_rule() -> Rule:
+    """layer_types -> hybrid_attention (lightning layers with the softmax attention's heads and head_dim, blocks of
+    block_size), and sliding_window, which transformers applies to the full_attention layers only (the linear ones
+    get its recurrent mask)."""
+    keys = ("layer_types", "block_size", "sliding_window")
+
+    def load(ctx: ImportCtx) -> None:
+        n = ctx.lookup("num_layers")
+        size = ctx.get("block_size", 256)
+        window = ctx.get("sliding_window", None)
+        if not isinstance(n, int):
+            return
+        types = _minimax_types(ctx, n)
+        if types is None:
+            return
+        full = [i for i, t in enumerate(types) if t == "full_attention"]
+        linear = [i for i, t in enumerate(types) if t == "linear_attention"]
+        if not full:
+            ctx.error("layer_types names no full_attention layer: moezoo's hybrid attention keeps softmax attention "
+                      "on some layers")
+            return
+        if window:
+            _window(ctx, window, full, "sliding_window", "layer_types")
+        if not linear:
+            if ctx.has("block_size"):
+                ctx.warn(f"ignored key 'block_size' ({size}: layer_types names no linear_attention layer)")
+            return
+        act = ctx.raw("hidden_act", "silu")
+        if act not in ("silu", "swish"):
+            ctx.error(f"key 'hidden_act' is {act!r}: transformers' lightning layers apply it to q, k and v, and "
+                      "moezoo's lightning attention uses SiLU there")
+        h, d = ctx.lookup("attention.num_heads"), ctx.lookup("model_dim")
+        hd = ctx.lookup("attention.head_dim") or (d // h if isinstance(d, int) and isinstance(h, int) and h else None)
+        ctx.set("hybrid_attention", {"kind": "lightning", "num_heads": h, "head_dim": hd, "block_size": size,
+                                     "softmax_layers": selector_from_indices(full, n) or {"every": 1}},
+                "layer_types", "block_size", "num_attention_heads", "head_dim")
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        n = spec_get(spec, "num_layers")
+        hybrid = spec_get(spec, "hybrid_attention")
+        full = indices_of(spec_get(hybrid, "softmax_layers"), n) if hybrid is not None else list(range(n))
+        hf["layer_types"] = ["full_attention" if i in full else "linear_attention" for i in range(n)]
+        if hybrid is not None:
+            hf["block_size"] = spec_get(hybrid, "block_size")
+        size, _ = _dump_window_indices(spec)
+        hf["sliding_window"] = size
+
+    return Rule(keys, load, dump, "layer_types: full_attention (softmax) / linear_attention (lightning)")
+
+
+def minimax_rotary_rule() -> Rule:
+    """The original MiniMax-01 code rotates the first `rotary_dim` dims of each head (64 of 128 in MiniMax-Text-01);
+    transformers 5.23's MiniMaxAttention never reads rotary_dim and rotates the full head_dim (its default rope has
+    no partial rotary; the rope types that read rope_parameters.partial_rotary_factor produce cos/sin narrower than
+    the head, which apply_rotary_pos_emb cannot broadcast). The spec describes what transformers builds, because
+    Model.from_hf is checked against transformers: position.rotary_dim stays unset (the full head) and import-hf
+    warns. A spec with a partial position.rotary_dim therefore cannot be exported: the round trip names it."""
+
+    def load(ctx: ImportCtx) -> None:
+        if not ctx.has("rotary_dim"):
+            return
+        value = ctx.get("rotary_dim", None)
+        h, d = ctx.lookup("attention.num_heads"), ctx.lookup("model_dim")
+        hd = ctx.lookup("attention.head_dim") or (d // h if isinstance(d, int) and isinstance(h, int) and h else None)
+        if value in (None, hd):
+            ctx.warn(f"ignored key 'rotary_dim' ({value}: not read by transformers 5.23, which rotates the whole "
+                     f"head of {hd} dims)")
+            return
+        ctx.warn(f"ignored key 'rotary_dim' ({value}): THE ORIGINAL MODEL ROTATES ONLY THE FIRST {value} OF THE {hd} "
+                 f"DIMS OF EACH HEAD, but transformers 5.23's MiniMaxAttention never reads rotary_dim and rotates all "
+                 f"{hd}. The spec follows transformers (position.rotary_dim unset = the whole head), as Model.from_hf "
+                 f"is checked against it; set position.rotary_dim: {value} to describe the original model (export-hf "
+                 "then refuses it: no minimax config.json key can say it)")
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        pass  # nothing to write: a partial rotary_dim fails the round trip (position.rotary_dim)
+
+    return Rule(("rotary_dim",), load, dump, "rotary_dim: read by MiniMax's own code, not by transformers")
+
+
+def minimax_remote_code_rule() -> Rule:
+    """Keys of the released MiniMax-Text-01 / MiniMax-M1 config.json (their own remote code) that transformers 5.23
+    does not read: its conversion to model_type minimax renamed them (attn_type_list -> layer_types,
+    layernorm_*_alpha/beta -> *_alpha_factor / *_beta_factor), and no transformers code maps the old names. They are
+    ignored, with a warning that says whether they agree with the keys transformers reads."""
+    remote = {"layernorm_full_attention_alpha": "full_attn_alpha_factor",
+              "layernorm_full_attention_beta": "full_attn_beta_factor",
+              "layernorm_linear_attention_alpha": "linear_attn_alpha_factor",
+              "layernorm_linear_attention_beta": "linear_attn_beta_factor",
+              "layernorm_mlp_alpha": "mlp_alpha_factor", "layernorm_mlp_beta": "mlp_beta_factor"}
+    keys = ("postnorm", "attn_type_list", "shared_intermediate_size", "shared_moe_mode", *remote)
+
+    def load(ctx: ImportCtx) -> None:
+        for old, new in remote.items():
+            if ctx.has(old):
+                value, read = ctx.raw(old), ctx.raw(new, 1)
+                agree = "agrees" if value == read else f"DISAGREES: transformers uses {new} = {read}"
+                ctx.warn(f"ignored key '{old}' ({value}: the remote code's name of {new}, which transformers 5.23 "
+                         f"reads instead; it {agree})")
+        if ctx.has("postnorm"):
+            value = ctx.raw("postnorm")
+            extra = "" if value else ("; DISAGREES: false is the remote code's pre-norm residual, transformers always "
+                                      "builds the post-norm one")
+            ctx.warn(f"ignored key 'postnorm' ({value}: a switch of the remote code; transformers 5.23 always takes "
+                     f"the residual after the norm, norm.placement post{extra})")
+        if ctx.has("attn_type_list"):
+            value = ctx.raw("attn_type_list")
+            n = ctx.lookup("num_layers")
+            types = _minimax_types_quiet(ctx, n)
+            mine = [1 if t == "full_attention" else 0 for t in types] if types is not None else None
+            agree = "agrees" if value == mine else "DISAGREES with the layer_types transformers builds"
+            ctx.warn(f"ignored key 'attn_type_list' (the remote code's 1 = softmax / 0 = lightning per layer; "
+                     f"transformers 5.23 reads layer_types instead; it {agree})")
+        if ctx.has("shared_intermediate_size"):
+            value = ctx.raw("shared_intermediate_size")
+            extra = "" if not value else (f"; THE ORIGINAL MODEL HAS A SHARED EXPERT OF WIDTH {value}, which "
+                                          "transformers does not build (nor does the spec)")
+            ctx.warn(f"ignored key 'shared_intermediate_size' ({value}: not read by transformers 5.23{extra})")
+        if ctx.has("shared_moe_mode"):
+            ctx.warn(f"ignored key 'shared_moe_mode' ({ctx.raw('shared_moe_mode')!r}: the remote code's gate of its "
+                     "shared expert; not read by transformers 5.23)")
+
+    def dump(spec: Any, hf: dict, notes: list[str]) -> None:
+        pass
+
+    return Rule(keys, load, dump, "the released (remote-code) config's own keys")
+
+
+MINIMAX = Table(
+    "minimax", "MiniMaxForCausalLM", "minimax",
+    _skeleton(32000, 4096, 32, 131072, 1e-5) + (
+        gqa_rule(32, 8),  # head_dim: null -> hidden_size // num_attention_heads
+        rope_rule(1e6),  # (a partial_rotary_factor != 1 is an error: see minimax_rotary_rule)
+        minimax_rotary_rule(),
+        minimax_layers_rule(),  # after gqa_rule: the lightning layers use the softmax attention's heads
+        minimax_residual_rule(),  # after the layer types: a scaling no layer uses is not compared
+        minimax_remote_code_rule(),  # last: it compares the remote keys with what the rules above read
+        _activation(),
+        Field("intermediate_size", "moe.experts.hidden_dim", 14336, also=("ffn.hidden_dim",)),
+        Field("num_local_experts", "moe.experts.num_routed", 8, aliases=("num_experts",)),
+        Field("num_experts_per_tok", "moe.router.top_k", 2),
+        Field("router_aux_loss_coef", "moe.balance.aux_loss_weight", 0.001),
+        Field("router_jitter_noise", "moe.router.noise", 0.0, load=_jitter_load, dump=_jitter_dump_zero),
+        Ignore("attention_dropout", DROPOUT),
+        *_LLAMA_NORM, *_ROUTER, *_POOLED,
+        Const("moe.router.scoring", "softmax"),
+        Const("moe.router.renormalize", True, "softmax, top-k, divide by the sum (as Mixtral)"),
+    ),
+    doc="MiniMax-01 as transformers builds it: lightning (linear) attention on the linear_attention layers, softmax "
+        "GQA with rope over the whole head on the others, the residual taken after each norm (post-norm with one "
+        "alpha), every layer a Mixtral-style MoE.",
+)
+
+
 TABLES: dict[str, Table] = {t.model_type: t for t in (MIXTRAL, DBRX, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3,
-                                                        OLMOE, GPT_OSS, DEEPSEEK, SWITCH, LLAMA4_TEXT)}
+                                                        OLMOE, GPT_OSS, DEEPSEEK, SWITCH, LLAMA4_TEXT,
+                                                        MINIMAX)}
 
 # model_types import-hf does not read (yet): the message says why and what to do instead.
 NOT_YET: dict[str, str] = {
     "llama4": ("this is the multimodal Llama 4 config (Llama4ForConditionalGeneration, with a vision encoder); the "
                "text model's config is model_type llama4_text: save the `text_config` block of this config.json as a "
                "config.json of its own and import that"),
-    "minimax": "MiniMax-01 (lightning attention, post-norm)",
-    "minimax_text_01": "MiniMax-01 (lightning attention, post-norm)",
+    # Not a transformers model_type: the released MiniMax-Text-01 config.json, for its own remote code
+    # (MiniMaxText01ForCausalLM). Its keys are those transformers' conversion renamed, so reading it through the
+    # minimax table would be guesswork; the message points at the converted config instead.
+    "minimax_text_01": ("this is the remote-code config of the MiniMax-Text-01 release (MiniMaxText01ForCausalLM, "
+                        "keys attn_type_list, postnorm, layernorm_*_alpha/beta, rotary_dim); transformers' version "
+                        "is model_type minimax (MiniMaxAI/MiniMax-Text-01-hf: layer_types, *_alpha_factor / "
+                        "*_beta_factor): import that config.json, or use specs/minimax_text_01.yaml"),
 }
 
 

@@ -90,12 +90,13 @@ class NormSpec(Spec):
     bias: bool = Field(False, description="LayerNorm only: learn an additive bias (DBRX: false).")
     placement: Literal["pre", "post", "sandwich"] = Field(
         "pre",
-        description="pre: x + f(norm(x)); post: norm(alpha*x + f(x)) (MiniMax, DeepNorm style); "
+        description="pre: x + f(norm(x)); post: h = norm(x), then alpha*h + f(h), so each sub-layer's output "
+        "is normalised before the next (MiniMax-01 with DeepNorm's alpha; the first norm sees the embedding); "
         "sandwich: x + norm(f(norm(x))) with four norms per block (Grok-1).",
     )
     residual_alpha: float = Field(
         1.0,
-        description="Post-norm only: residual scale alpha in norm(alpha*x + f(x)); MiniMax-Text-01 uses "
+        description="Post-norm only: residual scale alpha in alpha*h + f(h), h = norm(x); MiniMax-Text-01 uses "
         "(2*num_layers)**0.25.",
         gt=0.0,
         le=1e3,
