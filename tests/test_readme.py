@@ -27,3 +27,16 @@ def test_readme_links_exist():
     text = (REPO / "README.md").read_text()
     for link in re.findall(r"\]\(((?:docs|specs|generated)/[^)]+)\)", text):
         assert (REPO / link).exists(), link
+
+
+def test_the_zoo_table_in_docs_is_what_moezoo_table_prints():
+    """docs/accounting.md quotes `moezoo table --markdown` (defaults); a change of the accounting must update it."""
+    from click.testing import CliRunner
+
+    from moezoo.cli import cli
+
+    result = CliRunner().invoke(cli, ["table", "--markdown"])
+    assert result.exit_code == 0, result.output
+    table = result.output.strip()
+    assert table.splitlines()[0].startswith("| model | routed |")
+    assert table in (REPO / "docs" / "accounting.md").read_text()
