@@ -175,6 +175,25 @@ def test_torch_compile_of_a_moe_layer_matches_eager(model_module):
         torch.testing.assert_close(torch.compile(moe, backend="aot_eager")(h)[0], moe(h)[0], atol=1e-5, rtol=1e-5)
 
 
+def test_generate_greedy_sampling_and_eos(model_module):
+    """deepseek_v3 tiny: top_k=1 sampling is greedy; a seeded generator repeats a sampled run; rows stop at EOS
+    (then padded with it); the model's train/eval mode is restored. Parity of greedy decoding with
+    transformers: tests/test_hf_parity.py::test_greedy_generation_matches_transformers."""
+    m = model_module("deepseek_v3")
+    torch.manual_seed(0)
+    model = m.Model(m.ModelConfig()).train()
+    prompt, _ = _batch(model.config.vocab_size, B=2, T=6)
+    greedy = model.generate(prompt, max_new_tokens=8)
+    assert greedy.shape == (2, 8) and model.training
+    assert torch.equal(model.generate(prompt, 8, temperature=0.7, top_k=1), greedy)
+    runs = [model.generate(prompt, 8, temperature=1.5, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    eos = int(greedy[0, 2])
+    out = model.generate(prompt, 8, eos_token_id=eos)
+    first = int((out[0] == eos).nonzero()[0])
+    assert (out[0, first:] == eos).all() and torch.equal(out[0, :first], greedy[0, :first])
+
+
 def test_lightning_attention_blocks_equal_the_direct_sum(model_module):
     """MiniMax tiny, 40 tokens in blocks of 16 (two full blocks and a partial one): the blockwise computation
     equals out_t = sum_{j<=t} exp(-s_h (t - j)) (q_t . k_j) v_j written out directly (then norm, gate, wo)."""

@@ -412,6 +412,44 @@ class Model(nn.Module):
         out.loss = sum(out.losses.values())
         return out
 
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend (B, T) prompts by up to max_new_tokens and return the new tokens only: greedy at temperature 0,
+        else sampled from softmax(logits / temperature), over the top_k tokens if given. Rows that produced
+        eos_token_id are padded with it. There is no KV cache: each step re-reads the whole sequence (the last
+        max_seq_len tokens), which keeps this short and correct for every attention kind, at O(T^2) per step."""
+        was_training = self.training
+        self.eval()
+        ids, done = input_ids, torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        try:
+            for _ in range(max_new_tokens):
+                logits = self(ids[:, -self.config.max_seq_len :]).logits[:, -1].float()  # (B, V)
+                if temperature <= 0:
+                    nxt = logits.argmax(dim=-1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+                if eos_token_id is not None:
+                    nxt = nxt.masked_fill(done, eos_token_id)
+                    done |= nxt == eos_token_id
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+                if eos_token_id is not None and bool(done.all()):
+                    break
+        finally:
+            self.train(was_training)
+        return ids[:, input_ids.shape[1] :]
+
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
         """Sum each MoE layer's (already weighted) balance losses; the aux and z losses are pooled over layers as in transformers."""
         losses: dict[str, torch.Tensor] = {}
