@@ -215,3 +215,63 @@ def test_switch_capacity_factor_two_drops_less_and_dropped_tokens_ride_the_resid
             assert torch.all(moe_out[0, dropped] == 0)
             torch.testing.assert_close(block_out[0, dropped], h[0, dropped])  # the residual carries them
     assert results[1.0] > results[2.0]
+
+
+def test_switch_expert_dropout_acts_only_inside_experts_in_training(tmp_path):
+    """Switch's expert dropout (0.4 while fine-tuning, `moe.balance.expert_dropout`): in training two passes of
+    one MoE layer differ, only through the expert FFNs (the routing is unchanged, and dense layers get no
+    dropout); in evaluation the layer equals the same weights built without it."""
+    builds = {}
+    for p in (0.0, 0.4):
+        target = build_spec("switch_base_8", tmp_path / str(p), tiny=True,
+                            overrides=(f"moe.balance.expert_dropout={p}", "moe.router.noise=null",
+                                       "moe.router.capacity=null"))
+        builds[p] = import_file(target / "model.py", f"gen_switch_dropout_{int(10 * p)}")
+    m = builds[0.4]
+    assert m.ModelConfig().expert_dropout == 0.4
+    torch.manual_seed(0)
+    with_dropout = m.Model(m.ModelConfig())
+    plain = builds[0.0].Model(builds[0.0].ModelConfig())
+    plain.load_state_dict(with_dropout.state_dict())
+    moe = next(layer.moe for layer in with_dropout.encoder.layers if layer.moe is not None)
+    dense = next(layer.ffn for layer in with_dropout.encoder.layers if layer.moe is None)
+    h = torch.randn(2, 16, m.ModelConfig().model_dim)
+    with torch.no_grad():
+        moe.train()
+        (a, sa), (b, sb) = moe(h), moe(h)
+        assert not torch.equal(a, b) and torch.equal(sa["load"], sb["load"])
+        dense.train()
+        assert torch.equal(dense(h), dense(h))
+        with_dropout.eval()
+        plain.eval()
+        x = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(with_dropout(x, decoder_input_ids=x).logits, plain(x, decoder_input_ids=x).logits)
+
+
+def test_st_moe_router_z_loss_and_aux_loss_per_layer(model_module):
+    """ST-MoE eq. 5 and Switch eq. 4 per MoE layer (`layer_reduction: sum`): z = w_z * mean_tokens(logsumexp(x W)^2),
+    aux = alpha * E * sum_i f_i P_i with f_i the share of top-2 assignments to expert i (summing to 2), recomputed
+    here from the router's own logits; the model's losses are the sums over its MoE layers."""
+    m = model_module("st_moe_32b")
+    torch.manual_seed(0)
+    model = m.Model(m.ModelConfig()).eval()
+    config = model.config
+    assert config.z_loss_weight > 0 and config.aux_loss_weight > 0
+    logits_seen = []
+    for module in model.modules():
+        if isinstance(module, m.Router):
+            module.register_forward_hook(lambda mod, args, out: logits_seen.append(out[3]))
+    x = torch.randint(0, config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = model(x, decoder_input_ids=x, labels=x)
+    z = aux = 0.0
+    for logits in logits_seen:
+        N, E = logits.shape
+        z += config.z_loss_weight * torch.logsumexp(logits.float(), -1).pow(2).mean()
+        probs = logits.float().softmax(-1)
+        top = probs.topk(config.top_k, dim=-1).indices
+        f = torch.zeros(E).index_add_(0, top.flatten(), torch.ones(top.numel())) / N
+        aux += config.aux_loss_weight * E * (f * probs.mean(0)).sum()
+    assert len(logits_seen) >= 2
+    torch.testing.assert_close(out.losses["z"], torch.as_tensor(z), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out.losses["aux"], torch.as_tensor(aux), rtol=1e-5, atol=1e-7)
