@@ -463,3 +463,20 @@ def test_greedy_generation_matches_transformers(case, tmp_path, capsys):
     with torch.no_grad():
         theirs = hf.generate(prompt, max_new_tokens=12, do_sample=False, min_new_tokens=12, pad_token_id=0)
     assert torch.equal(ours.generate(prompt, max_new_tokens=12), theirs[:, 10:])
+
+
+def test_switch_greedy_generation_matches_transformers(tmp_path, capsys):
+    """Encoder-decoder Model.generate (encode once, no decoder cache) against transformers' cached generate:
+    the same 10 greedy tokens; top_k=1 sampling gives them too."""
+    hf = switch_model()
+    hf.save_pretrained(tmp_path / "checkpoint")
+    module, _ = import_and_build(tmp_path / "checkpoint", tmp_path, capsys)
+    config = module.ModelConfig()
+    ours = module.Model.from_hf(tmp_path / "checkpoint", capacity_factor_eval=float(config.num_experts)).eval()
+    torch.manual_seed(5)
+    src = torch.randint(2, VOCAB, (2, SEQ))
+    with torch.no_grad():
+        theirs = hf.generate(src, max_new_tokens=10, min_new_tokens=10, do_sample=False)
+    greedy = ours.generate(src, max_new_tokens=10)
+    assert torch.equal(greedy, theirs[:, 1:])  # transformers' output starts with decoder_start_token_id
+    assert torch.equal(ours.generate(src, 10, temperature=0.5, top_k=1), greedy)

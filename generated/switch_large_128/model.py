@@ -502,21 +502,42 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int = 32, eos_token_id: int | None = None
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding: encode once, then extend the decoder input one argmax token at a time."""
-        memory, _ = self.encode(input_ids)
-        out = torch.full_like(input_ids[:, :1], self.config.decoder_start_token_id)
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for _ in range(max_new_tokens):
-            logits, _ = self.decode(out, memory)
-            nxt = logits[:, -1].argmax(dim=-1)
-            if eos_token_id is not None:
-                nxt = nxt.masked_fill(done, self.config.pad_token_id)
-                done |= nxt == eos_token_id
-            out = torch.cat([out, nxt[:, None]], dim=1)
-            if eos_token_id is not None and bool(done.all()):
-                break
+        """Encode once, then extend the decoder input one token at a time: greedy at temperature 0, else sampled
+        from softmax(logits / temperature), over the top_k tokens if given. Rows that produced eos_token_id are
+        padded. No KV cache: each step re-reads the decoder input. Returns (B, <= max_new_tokens)."""
+        was_training = self.training
+        self.eval()
+        try:
+            memory, _ = self.encode(input_ids)
+            out = torch.full_like(input_ids[:, :1], self.config.decoder_start_token_id)
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            for _ in range(max_new_tokens):
+                logits, _ = self.decode(out, memory)
+                logits = logits[:, -1].float()
+                if temperature <= 0:
+                    nxt = logits.argmax(dim=-1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+                if eos_token_id is not None:
+                    nxt = nxt.masked_fill(done, eos_token_id)
+                    done |= nxt == eos_token_id
+                out = torch.cat([out, nxt[:, None]], dim=1)
+                if eos_token_id is not None and bool(done.all()):
+                    break
+        finally:
+            self.train(was_training)
         return out[:, 1:]
 
     # ------------------------------------------------------------------------- Hugging Face checkpoints
