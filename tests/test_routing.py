@@ -275,3 +275,40 @@ def test_st_moe_router_z_loss_and_aux_loss_per_layer(model_module):
     assert len(logits_seen) >= 2
     torch.testing.assert_close(out.losses["z"], torch.as_tensor(z), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(out.losses["aux"], torch.as_tensor(aux), rtol=1e-5, atol=1e-7)
+
+
+def test_weight_on_input_with_two_experts_scales_each_assignment(tmp_path):
+    """Llama 4 applies the routing score to the expert's input. With top_k 2 (allowed by the schema, though the
+    released models use 1) each of a token's experts gets its own scaled copy: h = sum_k FFN_{e_k}(g_k x) + shared."""
+    target = build_spec("llama4_scout", tmp_path, tiny=True, overrides=("moe.router.top_k=2",))
+    m = import_file(target / "model.py", "gen_llama4_top2")
+    torch.manual_seed(0)
+    moe = m.MoE(m.ModelConfig())
+    for mod in moe.modules():
+        if hasattr(mod, "reset_parameters") and mod is not moe:
+            mod.reset_parameters()
+    x = torch.randn(1, 10, m.ModelConfig().model_dim)
+    with torch.no_grad():
+        out, _ = moe(x)
+        weights, indices, _, _ = moe.router(x[0])
+        ex = moe.experts
+        expected = moe.shared(x[0])
+        for t in range(10):
+            for k in range(2):
+                e, g = int(indices[t, k]), weights[t, k]
+                xi = g * x[0, t]
+                expected[t] += ex.w_down[e] @ (torch.nn.functional.silu(ex.w_gate[e] @ xi) * (ex.w_up[e] @ xi))
+    torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_router_load_counter_survives_a_bf16_cast(model_module):
+    """The aux-free load counter is an integer buffer: after model.to(bfloat16) it still counts past 256."""
+    m = model_module("deepseek_v3")
+    model = m.Model(m.ModelConfig()).to(torch.bfloat16).train()
+    router = next(mod for mod in model.modules() if isinstance(mod, m.Router))
+    assert router.load.dtype == torch.long
+    x = torch.randint(0, model.config.vocab_size, (4, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+    assert int(router.load.sum()) == 3 * 4 * 64 * model.config.top_k

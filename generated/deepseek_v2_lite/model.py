@@ -264,7 +264,7 @@ class Router(nn.Module):
         scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
         choice = scores
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # gates come from the unbiased scores
+        weights = scores.gather(1, indices)  # (N, K) gates
         probs = scores
         return weights, indices, probs, logits
 
@@ -494,17 +494,17 @@ class Model(nn.Module):
         return ids[:, input_ids.shape[1] :]
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
-        """Sum each MoE layer's (already weighted) balance losses."""
+        """The balance losses, already weighted: each MoE layer's own, summed over layers."""
         losses: dict[str, torch.Tensor] = {}
         losses["aux"] = sum(s["aux"] for s in layer_stats)
         return losses
 
     # ------------------------------------------------------------------------- Hugging Face checkpoints
 
-    # transformers `deepseek_v2` tensor name -> (this model's tensor(s), layout conversion). {i} is a layer
-    # index,
-    # {e} an expert index. Released checkpoints: one tensor per expert; transformers' in-memory state_dict
-    # fuses the experts. Both are accepted.
+    # transformers `deepseek_v2` tensor name -> (this model's tensor(s), layout conversion).
+    # {i} is a layer index, {e} an expert index.
+    # Released checkpoints: one tensor per expert; transformers' in-memory state_dict fuses the experts.
+    # Both are accepted.
     HF_KEY_MAP = {
         "model.embed_tokens.weight": ("embed.weight", "copy"),
         "model.norm.weight": ("norm.weight", "copy"),
@@ -752,7 +752,7 @@ if __name__ == "__main__":
         shared_hidden_dim=32,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

@@ -271,7 +271,7 @@ class Router(nn.Module):
         self.scaling_factor = config.routed_scaling_factor
         # b_i: added to the scores only to choose experts; nudged after each step towards even load.
         self.register_buffer("e_score_correction_bias", torch.zeros(E, dtype=torch.float32))
-        self.register_buffer("load", torch.zeros(E, dtype=torch.float32), persistent=False)
+        self.register_buffer("load", torch.zeros(E, dtype=torch.long), persistent=False)  # int: survives .to(bf16)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=0.02)
@@ -300,13 +300,14 @@ class Router(nn.Module):
         probs = scores / scores.sum(dim=-1, keepdim=True)  # normalised affinities s'_{i,t} for the balance loss
         weights = weights * self.scaling_factor  # routed scaling factor
         if self.training:
-            self.load += torch.bincount(indices.flatten(), minlength=self.load.numel()).float()
+            self.load += torch.bincount(indices.flatten(), minlength=self.load.numel())
         return weights, indices, probs, logits
 
     @torch.no_grad()
     def update_bias(self, gamma: float) -> None:
         """b_i -= gamma * sign(load_i - mean load): overloaded experts become less likely, then reset the count."""
-        self.e_score_correction_bias -= gamma * torch.sign(self.load - self.load.mean())
+        load = self.load.float()
+        self.e_score_correction_bias -= gamma * torch.sign(load - load.mean())
         self.load.zero_()
 
 
@@ -402,7 +403,8 @@ class MoE(nn.Module):
             0, indices.flatten(), torch.ones(indices.numel(), device=probs.device)
         )
         stats: dict[str, torch.Tensor] = {}
-        # Sequence-wise balance (DeepSeek-V3 eq. 17-20): the same f * P, but within each sequence.
+        # Sequence-wise balance (DeepSeek-V3 eq. 17-20): alpha * sum_i f_i P_i within each sequence, averaged,
+        # with f_i = E / (K T) * (the sequence's assignments to i) and P_i its mean normalised affinity.
         seq_counts = torch.zeros(B, E, device=probs.device).scatter_add_(
             1, indices.view(B, T * K), torch.ones(B, T * K, device=probs.device)
         )
@@ -443,7 +445,8 @@ class MTPModule(nn.Module):
     """One multi-token prediction depth (DeepSeek-V3, section 2.2).
 
     h'_i = M_k [RMSNorm(h_i^{k-1}); RMSNorm(Emb(t_{i+k}))],  h^k = TRM_k(h'),  P^k_{i+k+1} = OutHead(h^k_i).
-    The embedding and the output head are the main model's (shared, not copied).
+    The embedding and the output head are the main model's (shared, not copied). The released weights
+    concatenate in the other order, [emb; h], and so does forward.
     """
 
     def __init__(self, config: ModelConfig, depth: int):
@@ -580,20 +583,22 @@ class Model(nn.Module):
                 stats.append(s)
             logits = self.logits(module.norm(h))
             losses.append(F.cross_entropy(logits.flatten(0, 1).float(), labels[:, k:].flatten(), ignore_index=-100))
+        if not losses:  # sequences of one token: no depth has a target
+            return h.new_zeros(()), stats
         return self.config.mtp_loss_weight * torch.stack(losses).mean(), stats
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
-        """Sum each MoE layer's (already weighted) balance losses."""
+        """The balance losses, already weighted: each MoE layer's own, summed over layers."""
         losses: dict[str, torch.Tensor] = {}
         losses["seq_aux"] = sum(s["seq_aux"] for s in layer_stats)
         return losses
 
     # ------------------------------------------------------------------------- Hugging Face checkpoints
 
-    # transformers `deepseek_v3` tensor name -> (this model's tensor(s), layout conversion). {i} is a layer
-    # index (indices from num_layers on are the MTP modules: layers.{i} -> mtp.{i - num_layers}.block),
-    # {e} an expert index. Released checkpoints: one tensor per expert; transformers' in-memory state_dict
-    # fuses the experts. Both are accepted.
+    # transformers `deepseek_v3` tensor name -> (this model's tensor(s), layout conversion).
+    # {i} is a layer index (from num_layers on: the MTP modules, layers.{i} -> mtp.{i - num_layers}.block), {e} an expert index.
+    # Released checkpoints: one tensor per expert; transformers' in-memory state_dict fuses the experts.
+    # Both are accepted.
     HF_KEY_MAP = {
         "model.embed_tokens.weight": ("embed.weight", "copy"),
         "model.norm.weight": ("norm.weight", "copy"),
@@ -871,7 +876,7 @@ if __name__ == "__main__":
         top_groups=2,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

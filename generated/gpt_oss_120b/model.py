@@ -500,7 +500,8 @@ class Model(nn.Module):
         return ids[:, input_ids.shape[1] :]
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
-        """Sum each MoE layer's (already weighted) balance losses; the aux and z losses are pooled over layers as in transformers."""
+        """The balance losses, already weighted: the statistics of all MoE layers are pooled into one loss each,
+        as transformers computes them."""
         losses: dict[str, torch.Tensor] = {}
         # f_i and P_i over every MoE layer's tokens at once, then E * sum_i f_i P_i (load_balancing_loss_func).
         n = sum(s["tokens"] for s in layer_stats)  # tokens x MoE layers
@@ -511,10 +512,9 @@ class Model(nn.Module):
 
     # ------------------------------------------------------------------------- Hugging Face checkpoints
 
-    # transformers `gpt_oss` tensor name -> (this model's tensor(s), layout conversion). {i} is a layer
-    # index,
-    # {e} an expert index. Released checkpoints: fused, transposed gate_up_proj with gate and up interleaved; transformers' in-memory state_dict
-    # fuses the experts. Both are accepted.
+    # transformers `gpt_oss` tensor name -> (this model's tensor(s), layout conversion).
+    # {i} is a layer index, {e} an expert index.
+    # Checkpoint layout: fused, transposed gate_up_proj with gate and up interleaved.
     HF_KEY_MAP = {
         "model.embed_tokens.weight": ("embed.weight", "copy"),
         "model.norm.weight": ("norm.weight", "copy"),
@@ -739,7 +739,7 @@ if __name__ == "__main__":
         expert_hidden_dim=128,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

@@ -221,7 +221,7 @@ class Router(nn.Module):
         scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
         choice = scores
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # gates come from the unbiased scores
+        weights = scores.gather(1, indices)  # (N, K) gates
         probs = scores
         return weights, indices, probs, logits
 
@@ -449,7 +449,7 @@ class Model(nn.Module):
         return ids[:, input_ids.shape[1] :]
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
-        """Sum each MoE layer's (already weighted) balance losses."""
+        """The balance losses, already weighted: each MoE layer's own, summed over layers."""
         losses: dict[str, torch.Tensor] = {}
         return losses
 
@@ -470,7 +470,7 @@ if __name__ == "__main__":
         expert_hidden_dim=128,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

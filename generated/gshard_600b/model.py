@@ -3,7 +3,7 @@
 """gshard_600b: GShard MoE(2048E, 36L) (600B total, 1.5B active): multilingual NMT encoder-decoder with top-2 gating over 2048 ReLU experts in every other layer, stochastic second expert.
 
 Attention: 16 query heads, 16 key/value heads, head dim 128.
-MoE: 9 of 18 layers, top-2 of 2048 experts.
+MoE: 9 of 18 encoder layers, 9 of 18 decoder layers, top-2 of 2048 experts.
 
 Sources:
     https://arxiv.org/abs/2006.16668
@@ -197,7 +197,7 @@ class Router(nn.Module):
         scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
         choice = scores
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # gates come from the unbiased scores
+        weights = scores.gather(1, indices)  # (N, K) gates
         weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)  # renormalise over the K chosen
         probs = scores
         return weights, indices, probs, logits
@@ -314,7 +314,7 @@ class MoE(nn.Module):
         )
         stats: dict[str, torch.Tensor] = {}
         f = counts / N  # fraction of tokens dispatched to i (summed over the K choices)
-        stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * N * sum_i f_i P_i (Switch eq. 4)
+        stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * E * sum_i f_i P_i (Switch eq. 4)
         return stats
 
 
@@ -518,7 +518,7 @@ if __name__ == "__main__":
         expert_hidden_dim=128,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

@@ -88,7 +88,7 @@ class ModelConfig:
         return i >= self.moe_layer_start and i % self.moe_layer_every == self.moe_layer_offset
 
     def is_chunked_layer(self, i: int) -> bool:
-        """Layers that attend causally within chunks of attention_chunk_size (the rule's complement)."""
+        """Layers that attend causally within chunks of attention_chunk_size (every layer except those the rule below selects)."""
         return not (i % self.chunked_every == self.chunked_offset)
 
     def is_nope_layer(self, i: int) -> bool:
@@ -232,9 +232,9 @@ class Attention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             q, k = l2_norm(q, self.norm_eps), l2_norm(k, self.norm_eps)  # Llama 4: after rope, on rope layers only
         else:  # temperature tuning (Llama 4): scale queries up with log(position) to keep attention sharp
-            scale, floor = self.temperature
+            t_scale, t_floor = self.temperature
             pos = torch.arange(T, device=q.device, dtype=torch.float32)
-            q = (q * (torch.log1p(torch.floor((pos + 1) / floor)) * scale + 1).view(1, T, 1, 1)).to(q.dtype)
+            q = (q * (torch.log1p(torch.floor((pos + 1) / t_floor)) * t_scale + 1).view(1, T, 1, 1)).to(q.dtype)
         out = attend(q, k, v, self.scale, self.impl, chunk=self.chunk)
         return self.wo(out.reshape(B, T, self.num_heads * self.head_dim))
 
@@ -282,7 +282,7 @@ class Router(nn.Module):
         scores = logits.sigmoid()  # s_{i,t} = sigmoid(u_t . e_i), independent per expert
         choice = scores
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # gates come from the unbiased scores
+        weights = scores.gather(1, indices)  # (N, K) gates
         probs = scores / scores.sum(dim=-1, keepdim=True)  # normalised affinities s'_{i,t} for the balance loss
         return weights, indices, probs, logits
 
@@ -365,7 +365,12 @@ class MoE(nn.Module):
         weights, indices, probs, logits = self.router(flat)  # (N, K), (N, K), (N, E), (N, E)
         token = torch.arange(N, device=x.device).repeat_interleave(K)  # (M,) assignment -> token
         expert, gate = indices.reshape(-1), weights.reshape(-1)  # (M,)
-        out = self.experts(flat * gate[:, None].to(flat.dtype), token, expert, torch.ones_like(gate))
+        # Llama 4: the score scales each assignment's input, not the expert's output (the FFN is nonlinear)
+        assignment = torch.arange(token.numel(), device=x.device)
+        per_assignment = self.experts(
+            flat[token] * gate[:, None].to(flat.dtype), assignment, expert, torch.ones_like(gate)
+        )
+        out = torch.zeros_like(flat).index_add_(0, token, per_assignment)  # (N, D)
         out = out + self.shared(flat)  # always-on shared experts
         stats = self.balance(indices, probs, logits, B, T)
         stats["load"] = torch.bincount(expert, minlength=E).float().detach()  # tokens each expert processed
@@ -512,7 +517,8 @@ class Model(nn.Module):
         return ids[:, input_ids.shape[1] :]
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
-        """Sum each MoE layer's (already weighted) balance losses; the aux and z losses are pooled over layers as in transformers."""
+        """The balance losses, already weighted: the statistics of all MoE layers are pooled into one loss each,
+        as transformers computes them."""
         losses: dict[str, torch.Tensor] = {}
         # f_i and P_i over every MoE layer's tokens at once, then E * sum_i f_i P_i (load_balancing_loss_func).
         n = sum(s["tokens"] for s in layer_stats)  # tokens x MoE layers
@@ -523,10 +529,9 @@ class Model(nn.Module):
 
     # ------------------------------------------------------------------------- Hugging Face checkpoints
 
-    # transformers `llama4_text` tensor name -> (this model's tensor(s), layout conversion). {i} is a layer
-    # index,
-    # {e} an expert index. Released checkpoints: fused experts: gate_up_proj (E, D, 2F) and down_proj (E, F, D), used as x @ w; transformers' in-memory state_dict
-    # fuses the experts. Both are accepted.
+    # transformers `llama4_text` tensor name -> (this model's tensor(s), layout conversion).
+    # {i} is a layer index, {e} an expert index.
+    # Checkpoint layout: fused experts: gate_up_proj (E, D, 2F) and down_proj (E, F, D), used as x @ w.
     HF_KEY_MAP = {
         "model.embed_tokens.weight": ("embed.weight", "copy"),
         "model.norm.weight": ("norm.weight", "copy"),
@@ -751,7 +756,7 @@ if __name__ == "__main__":
         shared_hidden_dim=64,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

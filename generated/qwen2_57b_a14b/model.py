@@ -219,7 +219,7 @@ class Router(nn.Module):
         scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
         choice = scores
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # gates come from the unbiased scores
+        weights = scores.gather(1, indices)  # (N, K) gates
         probs = scores
         return weights, indices, probs, logits
 
@@ -450,7 +450,8 @@ class Model(nn.Module):
         return ids[:, input_ids.shape[1] :]
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
-        """Sum each MoE layer's (already weighted) balance losses; the aux and z losses are pooled over layers as in transformers."""
+        """The balance losses, already weighted: the statistics of all MoE layers are pooled into one loss each,
+        as transformers computes them."""
         losses: dict[str, torch.Tensor] = {}
         # f_i and P_i over every MoE layer's tokens at once, then E * sum_i f_i P_i (load_balancing_loss_func).
         n = sum(s["tokens"] for s in layer_stats)  # tokens x MoE layers
@@ -461,10 +462,10 @@ class Model(nn.Module):
 
     # ------------------------------------------------------------------------- Hugging Face checkpoints
 
-    # transformers `qwen2_moe` tensor name -> (this model's tensor(s), layout conversion). {i} is a layer
-    # index,
-    # {e} an expert index. Released checkpoints: one tensor per expert; transformers' in-memory state_dict
-    # fuses the experts. Both are accepted.
+    # transformers `qwen2_moe` tensor name -> (this model's tensor(s), layout conversion).
+    # {i} is a layer index, {e} an expert index.
+    # Released checkpoints: one tensor per expert; transformers' in-memory state_dict fuses the experts.
+    # Both are accepted.
     HF_KEY_MAP = {
         "model.embed_tokens.weight": ("embed.weight", "copy"),
         "model.norm.weight": ("norm.weight", "copy"),
@@ -696,7 +697,7 @@ if __name__ == "__main__":
         shared_hidden_dim=256,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

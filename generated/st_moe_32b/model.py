@@ -3,7 +3,7 @@
 """st_moe_32b: ST-MoE-32B (269B total, 35B active): encoder-decoder with top-2 routing over 64 GEGLU experts in every 4th layer, each followed by an extra dense FFN, router z-loss.
 
 Attention: 64 query heads, 64 key/value heads, head dim 128.
-MoE: 6 of 24 layers, top-2 of 64 experts.
+MoE: 6 of 24 encoder layers, 6 of 24 decoder layers, top-2 of 64 experts.
 
 Sources:
     https://arxiv.org/abs/2202.08906
@@ -245,7 +245,7 @@ class Router(nn.Module):
         scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
         choice = scores
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # gates come from the unbiased scores
+        weights = scores.gather(1, indices)  # (N, K) gates
         probs = scores
         return weights, indices, probs, logits
 
@@ -354,7 +354,7 @@ class MoE(nn.Module):
         )
         stats: dict[str, torch.Tensor] = {}
         f = counts / N  # fraction of tokens dispatched to i (summed over the K choices)
-        stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * N * sum_i f_i P_i (Switch eq. 4)
+        stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * E * sum_i f_i P_i (Switch eq. 4)
         stats["z"] = self.z_loss_weight * torch.logsumexp(logits, dim=-1).pow(2).mean()  # router z-loss (ST-MoE eq. 5)
         return stats
 
@@ -563,7 +563,7 @@ if __name__ == "__main__":
         expert_hidden_dim=128,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

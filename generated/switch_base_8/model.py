@@ -3,7 +3,7 @@
 """switch_base_8: Switch-Base-8 (0.62B total, 0.22B active): T5-Base encoder-decoder with top-1 routing over 8 ReLU experts in every other FFN, router jitter, capacity factor 1.25.
 
 Attention: 12 query heads, 12 key/value heads, head dim 64.
-MoE: 6 of 12 layers, top-1 of 8 experts.
+MoE: 6 of 12 encoder layers, 6 of 12 decoder layers, top-1 of 8 experts.
 
 Sources:
     https://huggingface.co/google/switch-base-8
@@ -240,14 +240,15 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, D) -> gate weights (N, K), expert indices (N, K), probabilities (N, E), logits (N, E)."""
-        if self.training:  # Switch Transformer: multiplicative jitter on the router input
-            x = x * torch.empty_like(x).uniform_(1 - self.jitter_eps, 1 + self.jitter_eps)
         with torch.autocast(x.device.type, enabled=False):  # routing stays in float32 under mixed precision
+            x = x.float()
+            if self.training:  # Switch Transformer: multiplicative jitter on the router input (in float32)
+                x = x * torch.empty_like(x).uniform_(1 - self.jitter_eps, 1 + self.jitter_eps)
             logits = F.linear(x.float(), self.weight.float())  # (N, E)
         scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
         choice = scores
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # gates come from the unbiased scores
+        weights = scores.gather(1, indices)  # (N, K) gates
         probs = scores
         return weights, indices, probs, logits
 
@@ -354,7 +355,7 @@ class MoE(nn.Module):
         )
         stats: dict[str, torch.Tensor] = {}
         f = counts / N  # fraction of tokens dispatched to i (summed over the K choices)
-        stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * N * sum_i f_i P_i (Switch eq. 4)
+        stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * E * sum_i f_i P_i (Switch eq. 4)
         return stats
 
 
@@ -542,10 +543,9 @@ class Model(nn.Module):
 
     # ------------------------------------------------------------------------- Hugging Face checkpoints
 
-    # transformers `switch_transformers` tensor name -> (this model's tensor(s), layout conversion). {i} is a layer
-    # index,
-    # {e} an expert index. Released checkpoints: T5 names, one wi/wo pair per expert; transformers' in-memory state_dict
-    # fuses the experts. Both are accepted.
+    # transformers `switch_transformers` tensor name -> (this model's tensor(s), layout conversion).
+    # {i} is a layer index, {e} an expert index.
+    # Checkpoint layout: T5 names, one wi/wo pair per expert.
     HF_KEY_MAP = {
         "shared.weight": ("embed.weight", "copy"),
         "encoder.embed_tokens.weight": ("embed.weight", "same_as"),
@@ -795,7 +795,7 @@ if __name__ == "__main__":
         expert_hidden_dim=128,
     )
     model = Model(config)
-    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    tokens = torch.randint(0, config.vocab_size, (2, 41))  # 40 positions: past every tiny window, chunk and block
     out = model(tokens[:, :-1], labels=tokens[:, 1:])
     out.loss.backward()
     n_params = sum(p.numel() for p in model.parameters())

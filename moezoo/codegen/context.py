@@ -212,13 +212,13 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
         att_fields.append(_field("attention_chunk_size", ch.size, "chunked layers: a query sees the keys of its own chunk"))
         more, sel = _selector("is_chunked_layer", "chunked", ch.layers,
                               "Layers that attend causally within chunks of attention_chunk_size"
-                              + (" (the rule's complement)." if ch.layers.invert else "."))
+                              + (" (every layer except those the rule below selects)." if ch.layers.invert else "."))
         att_fields += more
         selectors.append(sel)
     if c["nope"]:
         more, sel = _selector("is_nope_layer", "nope_layer", pos.nope_layers,
                               "Layers that use no position encoding (NoPE)"
-                              + (" (the rule's complement)." if pos.nope_layers.invert else "."))
+                              + (" (every layer except those the rule below selects)." if pos.nope_layers.invert else "."))
         att_fields += more
         selectors.append(sel)
     if c["temperature"]:
@@ -561,8 +561,10 @@ def _summary(spec: ModelSpec) -> list[str]:
                      f"{att.head_dim or spec.model_dim // att.num_heads}.")
     if spec.moe is not None:
         ex, r = spec.moe.experts, spec.moe.router
-        n_moe = sum(1 for i in range(spec.num_layers) if spec.is_moe_layer(i))
-        lines.append(f"MoE: {n_moe} of {spec.num_layers} layers, top-{r.top_k} of {ex.num_routed} experts"
+        where = ", ".join(f"{sum(1 for i in range(n) if spec.is_moe_layer(i))} of {n} {stack} layers"
+                          for stack, n in spec.stacks()) if spec.is_encoder_decoder else \
+            f"{sum(1 for i in range(spec.num_layers) if spec.is_moe_layer(i))} of {spec.num_layers} layers"
+        lines.append(f"MoE: {where}, top-{r.top_k} of {ex.num_routed} experts"
                      + (f" + {ex.num_shared} shared" if ex.num_shared else "") + ".")
     if spec.mtp is not None:
         lines.append(f"Multi-token prediction: depth {spec.mtp.depth}, loss weight {spec.mtp.loss_weight:g}.")

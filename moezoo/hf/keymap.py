@@ -219,6 +219,8 @@ def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored:
         # multimodal checkpoints (Llama 4) keep the text model under a prefix, beside towers this model has not
         "prefix": "language_model." if mt == "llama4_text" else None,
         "skip_prefixes": ("vision_model.", "multi_modal_projector.") if mt == "llama4_text" else (),
+        # per-expert tensors as released, and transformers' fused in-memory ones, are both mapped
+        "both_layouts": any(op == "expert" for _, _, op in keys) and any(op in ("chunk", "t") for _, _, op in keys),
         "released_layout": {
             "mixtral": "per-expert w1/w3/w2 under block_sparse_moe",
             "minimax": "per-expert w1/w3/w2 under block_sparse_moe",
