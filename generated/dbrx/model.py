@@ -86,19 +86,17 @@ def rope_cos_sin(config: ModelConfig, seq_len: int, device: torch.device) -> tup
     """cos, sin tables of shape (T, head_dim) for positions 0..seq_len-1 (rotate-half layout)."""
     dim = config.head_dim
     inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
-    scale = 1.0
     positions = torch.arange(seq_len, device=device, dtype=torch.float32)
     angles = torch.outer(positions, inv_freq)  # (T, dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, dim)
-    return angles.cos() * scale, angles.sin() * scale
+    return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x_i, x_{i+d/2}) by position-dependent angles. x: (B, T, H, d)."""
-    rot = x
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, d)
-    x1, x2 = rot.chunk(2, dim=-1)
-    rotated = (rot.float() * cos + torch.cat([-x2, x1], dim=-1).float() * sin).type_as(x)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = (x.float() * cos + torch.cat([-x2, x1], dim=-1).float() * sin).type_as(x)
     return rotated
 
 
@@ -206,12 +204,12 @@ class Router(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         E, D = config.num_experts, config.model_dim
-        self.top_k = config.top_k
+        self.top_k, self.init_std = config.top_k, config.init_std
         self.weight = nn.Parameter(torch.empty(E, D))  # expert centroids e_i
         self.jitter_eps = config.router_jitter_eps
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.normal_(self.weight, std=self.init_std)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, D) -> gate weights (N, K), expert indices (N, K), probabilities (N, E), logits (N, E)."""
@@ -257,11 +255,11 @@ class Experts(nn.Module):
         self.w_gate = nn.Parameter(torch.empty(E, Fe, D))
         self.w_up = nn.Parameter(torch.empty(E, Fe, D))
         self.w_down = nn.Parameter(torch.empty(E, D, Fe))
-        self.impl = config.expert_impl
+        self.impl, self.init_std = config.expert_impl, config.init_std
 
     def reset_parameters(self) -> None:
         for w in (self.w_gate, self.w_up, self.w_down):
-            nn.init.normal_(w, std=0.02)
+            nn.init.normal_(w, std=self.init_std)
 
     def forward(self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (N, D); token, expert, gate: (M,) one entry per token-expert assignment -> (N, D) gated sum."""

@@ -124,15 +124,14 @@ def rope_cos_sin(config: ModelConfig, seq_len: int, device: torch.device) -> tup
     positions = torch.arange(seq_len, device=device, dtype=torch.float32)
     angles = torch.outer(positions, inv_freq)  # (T, dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, dim)
-    return angles.cos() * scale, angles.sin() * scale
+    return angles.cos() * scale, angles.sin() * scale  # YaRN's attention temperature, folded into q and k
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x_i, x_{i+d/2}) by position-dependent angles. x: (B, T, H, d)."""
-    rot = x
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, d)
-    x1, x2 = rot.chunk(2, dim=-1)
-    rotated = (rot.float() * cos + torch.cat([-x2, x1], dim=-1).float() * sin).type_as(x)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = (x.float() * cos + torch.cat([-x2, x1], dim=-1).float() * sin).type_as(x)
     return rotated
 
 
@@ -249,12 +248,12 @@ class Router(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         E, D = config.num_experts, config.model_dim
-        self.top_k = config.top_k
+        self.top_k, self.init_std = config.top_k, config.init_std
         self.weight = nn.Parameter(torch.empty(E, D))  # expert centroids e_i
         self.bias = nn.Parameter(torch.empty(E))
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.normal_(self.weight, std=self.init_std)
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -298,11 +297,11 @@ class Experts(nn.Module):
         self.w_gate_bias = nn.Parameter(torch.empty(E, Fe))
         self.w_up_bias = nn.Parameter(torch.empty(E, Fe))
         self.w_down_bias = nn.Parameter(torch.empty(E, D))
-        self.impl = config.expert_impl
+        self.impl, self.init_std = config.expert_impl, config.init_std
 
     def reset_parameters(self) -> None:
         for w in (self.w_gate, self.w_up, self.w_down):
-            nn.init.normal_(w, std=0.02)
+            nn.init.normal_(w, std=self.init_std)
         for b in (self.w_gate_bias, self.w_up_bias, self.w_down_bias):
             nn.init.zeros_(b)
 

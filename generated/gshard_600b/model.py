@@ -184,11 +184,11 @@ class Router(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         E, D = config.num_experts, config.model_dim
-        self.top_k = config.top_k
+        self.top_k, self.init_std = config.top_k, config.init_std
         self.weight = nn.Parameter(torch.empty(E, D))  # expert centroids e_i
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.normal_(self.weight, std=self.init_std)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, D) -> gate weights (N, K), expert indices (N, K), probabilities (N, E), logits (N, E)."""
@@ -230,11 +230,11 @@ class Experts(nn.Module):
         self.num_experts = E
         self.w_up = nn.Parameter(torch.empty(E, Fe, D))
         self.w_down = nn.Parameter(torch.empty(E, D, Fe))
-        self.impl = config.expert_impl
+        self.impl, self.init_std = config.expert_impl, config.init_std
 
     def reset_parameters(self) -> None:
         for w in (self.w_up, self.w_down):
-            nn.init.normal_(w, std=0.02)
+            nn.init.normal_(w, std=self.init_std)
 
     def forward(self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (N, D); token, expert, gate: (M,) one entry per token-expert assignment -> (N, D) gated sum."""
@@ -441,6 +441,9 @@ class Model(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
     ) -> ModelOutput:
+        """input_ids (B, S) for the encoder; decoder_input_ids (B, T), or labels (B, T) shifted right with
+        decoder_start_token_id in front. There is no padding mask: every position of a row is attended to, so
+        batch sequences of equal length (as train.py's span corruption makes them)."""
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("give decoder_input_ids or labels")

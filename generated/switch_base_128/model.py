@@ -144,10 +144,11 @@ class RelativeBias(nn.Module):
         super().__init__()
         self.bidirectional = bidirectional
         self.num_buckets, self.max_distance = config.rel_num_buckets, config.rel_max_distance
+        self.init_std = config.init_std
         self.weight = nn.Parameter(torch.empty(config.rel_num_buckets, config.num_heads))
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.normal_(self.weight, std=self.init_std)
 
     def forward(self, T_q: int, T_k: int) -> torch.Tensor:
         """-> (1, H, T_q, T_k) bias."""
@@ -231,12 +232,12 @@ class Router(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         E, D = config.num_experts, config.model_dim
-        self.top_k = config.top_k
+        self.top_k, self.init_std = config.top_k, config.init_std
         self.weight = nn.Parameter(torch.empty(E, D))  # expert centroids e_i
         self.jitter_eps = config.router_jitter_eps
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.normal_(self.weight, std=self.init_std)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, D) -> gate weights (N, K), expert indices (N, K), probabilities (N, E), logits (N, E)."""
@@ -280,11 +281,11 @@ class Experts(nn.Module):
         self.num_experts = E
         self.w_up = nn.Parameter(torch.empty(E, Fe, D))
         self.w_down = nn.Parameter(torch.empty(E, D, Fe))
-        self.impl = config.expert_impl
+        self.impl, self.init_std = config.expert_impl, config.init_std
 
     def reset_parameters(self) -> None:
         for w in (self.w_up, self.w_down):
-            nn.init.normal_(w, std=0.02)
+            nn.init.normal_(w, std=self.init_std)
 
     def forward(self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (N, D); token, expert, gate: (M,) one entry per token-expert assignment -> (N, D) gated sum."""
@@ -483,6 +484,9 @@ class Model(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
     ) -> ModelOutput:
+        """input_ids (B, S) for the encoder; decoder_input_ids (B, T), or labels (B, T) shifted right with
+        decoder_start_token_id in front. There is no padding mask: every position of a row is attended to, so
+        batch sequences of equal length (as train.py's span corruption makes them)."""
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("give decoder_input_ids or labels")
