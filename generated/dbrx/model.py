@@ -218,12 +218,10 @@ class Router(nn.Module):
             if self.training:  # Switch Transformer: multiplicative jitter on the router input (in float32)
                 x = x * torch.empty_like(x).uniform_(1 - self.jitter_eps, 1 + self.jitter_eps)
             logits = F.linear(x.float(), self.weight.float())  # (N, E)
-        scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
-        choice = scores
-        indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # (N, K) gates
+        probs = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i), also the P_i of the balance loss
+        indices = probs.topk(self.top_k, dim=-1).indices  # (N, K)
+        weights = probs.gather(1, indices)  # (N, K) gates
         weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)  # renormalise over the K chosen
-        probs = scores
         return weights, indices, probs, logits
 
 

@@ -285,12 +285,11 @@ class Router(nn.Module):
         """x: (N, D) -> gate weights (N, K), expert indices (N, K), probabilities (N, E), logits (N, E)."""
         with torch.autocast(x.device.type, enabled=False):  # routing stays in float32 under mixed precision
             logits = F.linear(x.float(), self.weight.float())  # (N, E)
-        scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
-        choice = scores
+        probs = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i), also the P_i of the balance loss
+        choice = probs
         choice = self.limit_to_top_groups(choice)
         indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # (N, K) gates
-        probs = scores
+        weights = probs.gather(1, indices)  # (N, K) gates
         weights = weights * self.scaling_factor  # routed scaling factor
         return weights, indices, probs, logits
 

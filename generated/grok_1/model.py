@@ -216,11 +216,9 @@ class Router(nn.Module):
         """x: (N, D) -> gate weights (N, K), expert indices (N, K), probabilities (N, E), logits (N, E)."""
         with torch.autocast(x.device.type, enabled=False):  # routing stays in float32 under mixed precision
             logits = F.linear(x.float(), self.weight.float())  # (N, E)
-        scores = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i)
-        choice = scores
-        indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
-        weights = scores.gather(1, indices)  # (N, K) gates
-        probs = scores
+        probs = logits.softmax(dim=-1)  # s_{i,t} = softmax_i(u_t . e_i), also the P_i of the balance loss
+        indices = probs.topk(self.top_k, dim=-1).indices  # (N, K)
+        weights = probs.gather(1, indices)  # (N, K) gates
         return weights, indices, probs, logits
 
 

@@ -278,8 +278,7 @@ class Router(nn.Module):
         with torch.autocast(x.device.type, enabled=False):  # routing stays in float32 under mixed precision
             logits = F.linear(x.float(), self.weight.float())  # (N, E)
         scores = logits.sigmoid()  # s_{i,t} = sigmoid(u_t . e_i), independent per expert
-        choice = scores
-        indices = choice.topk(self.top_k, dim=-1).indices  # (N, K)
+        indices = scores.topk(self.top_k, dim=-1).indices  # (N, K)
         weights = scores.gather(1, indices)  # (N, K) gates
         probs = scores / scores.sum(dim=-1, keepdim=True)  # normalised affinities s'_{i,t} for the balance loss
         return weights, indices, probs, logits
