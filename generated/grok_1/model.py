@@ -344,6 +344,20 @@ class Block(nn.Module):
 # ----------------------------------------------------------------------------- the model
 
 
+def next_token(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """(B, V) logits of the last position -> (B,) next tokens: argmax at temperature 0, else a sample from
+    softmax(logits / temperature), restricted to the top_k logits if given."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
 @dataclass
 class ModelOutput:
     """logits (B, T, V); with labels: `loss` = sum of `losses` (each already weighted)."""
@@ -425,15 +439,8 @@ class Model(nn.Module):
         ids, done = input_ids, torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         try:
             for _ in range(max_new_tokens):
-                logits = self(ids[:, -self.config.max_seq_len :]).logits[:, -1].float()  # (B, V)
-                if temperature <= 0:
-                    nxt = logits.argmax(dim=-1)
-                else:
-                    logits = logits / temperature
-                    if top_k is not None:
-                        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                        logits = logits.masked_fill(logits < kth, float("-inf"))
-                    nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+                logits = self(ids[:, -self.config.max_seq_len :]).logits[:, -1]  # (B, V)
+                nxt = next_token(logits, temperature, top_k, generator)
                 if eos_token_id is not None:
                     nxt = nxt.masked_fill(done, eos_token_id)
                     done |= nxt == eos_token_id

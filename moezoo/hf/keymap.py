@@ -36,7 +36,7 @@ MODEL_TYPES = ("mixtral", "dbrx", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deep
                "switch_transformers", "llama4_text", "minimax")
 
 
-def _switch_keys(spec: ModelSpec) -> tuple[list[tuple[str, str, str]], list[str]]:
+def _switch_keys(spec: ModelSpec) -> list[tuple[str, str, str]]:
     """transformers' SwitchTransformersForConditionalGeneration: T5 names, `layer.k` sub-layers per block
     (encoder: 0 self-attention, 1 FFN; decoder: 0 self-attention, 1 cross-attention, 2 FFN)."""
     keys = [("shared.weight", "embed.weight", "copy"),
@@ -64,7 +64,7 @@ def _switch_keys(spec: ModelSpec) -> tuple[list[tuple[str, str, str]], list[str]
             keys.append((F + "mlp.router.classifier.bias", L + "moe.router.bias", "copy"))
         keys += [(F + "mlp.experts.expert_{e}.wi.weight", L + "moe.experts.w_up", "expert"),
                  (F + "mlp.experts.expert_{e}.wo.weight", L + "moe.experts.w_down", "expert")]
-    return keys, []
+    return keys
 
 
 def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
@@ -77,8 +77,7 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
         if (r.kind != "token_choice" or r.top_k != 1 or spec.moe.extra_dense_ffn or spec.moe.experts.num_shared
                 or spec.ffn.activation not in ("relu", "gelu", "silu") or spec.source_vocab_size):
             return None  # not something transformers' Switch class can hold
-        keys, ignored = _switch_keys(spec)
-        return _finish(spec, mt, keys, ignored)
+        return _finish(spec, mt, _switch_keys(spec), [])
     keys: list[tuple[str, str, str]] = []
     ignored = ["model.layers.{i}.self_attn.rotary_emb.inv_freq", "model.rotary_emb.inv_freq"]
     att, moe = spec.attention, spec.moe
