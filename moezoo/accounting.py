@@ -144,7 +144,7 @@ class FlopConvention:
     include_input_embedding: bool = False
     include_mtp: bool = False
     recompute: bool = False  # full activation recomputation: one more forward in training
-    formula: str = "graph"  # "graph", "megatron", "torchtitan", "6n"
+    formula: str = "graph"  # "graph", "megatron", "torchtitan", "torchtitan-2025", "6n"
 
 
 PRESETS: dict[str, FlopConvention] = {
@@ -152,21 +152,48 @@ PRESETS: dict[str, FlopConvention] = {
     "noncausal": FlopConvention(name="noncausal", causal=False),
     "megatron": FlopConvention(name="megatron", include_router=False, include_mtp=True, formula="megatron"),
     "torchtitan": FlopConvention(name="torchtitan", causal=False, include_mtp=True, formula="torchtitan"),
+    "torchtitan-2025": FlopConvention(name="torchtitan-2025", causal=False, include_mtp=True,
+                                      formula="torchtitan-2025"),
     "6n": FlopConvention(name="6n", formula="6n"),
 }
+# The peers' source each formula preset reproduces (read for their facts; see docs/accounting.md).
+MEGATRON_SOURCE = "Megatron-LM megatron/training/training.py num_floating_point_operations @ 001b00c2"
+TORCHTITAN_SOURCE = ("torchtitan torchtitan/models/utils.py get_nparams_and_active_nparams + "
+                     "quadratic_attention_flops_per_token @ 01c01c88 (2026)")
+TORCHTITAN_2025_SOURCE = "torchtitan torchtitan/models/utils.py get_moe_model_nparams_and_flops @ 76dd118b (2025)"
 CONVENTION_HELP = {
     "deepseek": "default: matmul weights touched + causal attention; reproduces DeepSeek's 250 / 155 GFLOPs",
     "noncausal": "as deepseek, but attention over the full sequence (no causal halving)",
-    "megatron": "Megatron-LM num_floating_point_operations: no router, MTP as an extra layer + head",
-    "torchtitan": "torchtitan get_moe_model_nparams_and_flops: 6*(N_active - N_emb) + 6*L*n_h*(d_qk+d_v)*S",
+    "megatron": f"{MEGATRON_SOURCE}: no router, MTP as an extra layer + head (--no-mtp drops it)",
+    "torchtitan": f"{TORCHTITAN_SOURCE}: 6*N_active without untied input embedding (a tied one is the head, "
+                  "counted) + 6*n_h*(d_qk+d_v)*min(S, window) per layer",
+    "torchtitan-2025": f"{TORCHTITAN_2025_SOURCE}: 6*(N_active - N_emb) + 6*L*n_h*(d_qk+d_v)*S, no window; "
+                       "a tied embedding/head tensor is excluded as embedding",
     "6n": "Kaplan et al.: 6 * active parameters without the input embedding",
 }
+# Switches a fixed-formula preset can apply; any other switch set to a value the formula does not have is refused.
+FORMULA_SWITCHES = {"megatron": {"include_mtp", "recompute"}, "torchtitan": {"include_mtp", "recompute"},
+                    "torchtitan-2025": {"include_mtp", "recompute"}, "6n": {"include_mtp", "recompute"}}
+SWITCH_FLAGS = {"causal": "--causal/--no-causal", "include_router": "--router/--no-router",
+                "include_lm_head": "--lm-head/--no-lm-head",
+                "include_input_embedding": "--input-embedding/--no-input-embedding",
+                "include_mtp": "--mtp/--no-mtp", "recompute": "--recompute/--no-recompute"}
 
 
 def convention(name: str = "deepseek", **switches: Any) -> FlopConvention:
+    """A preset with switches applied. A fixed-formula preset (megatron, torchtitan, 6n) refuses a switch it
+    cannot apply, so a report never claims a switch the figure does not reflect."""
     if name not in PRESETS:
         raise ValueError(f"unknown FLOP convention '{name}' (known: {', '.join(PRESETS)})")
-    return replace(PRESETS[name], **switches)
+    base = PRESETS[name]
+    allowed = FORMULA_SWITCHES.get(base.formula)
+    if allowed is not None:
+        for key, value in switches.items():
+            if key not in allowed and getattr(base, key) != value:
+                ok = ", ".join(SWITCH_FLAGS[k] for k in sorted(allowed))
+                raise ValueError(f"the {name} preset is a fixed formula: {SWITCH_FLAGS[key]} cannot be applied "
+                                 f"to it (it honours {ok})")
+    return replace(base, **switches)
 
 
 def _mean_context(core: AttentionCore, seq_len: int, causal: bool) -> float:
@@ -209,7 +236,8 @@ class FlopCounts:
     by_component: dict[str, float]  # forward
     mtp_forward_per_token: float  # forward FLOPs of the MTP modules (not in the figures above unless include_mtp)
     formula: str = "graph"  # the formula actually used (a preset's formula, or "graph" where it does not apply)
-    note: str = ""  # why a preset's formula was not used
+    note: str = ""  # why a preset's formula was not used, or what it leaves out
+    applied: dict[str, bool] | None = None  # the switches as the figure reflects them
 
 
 def _graph_flops(graph: ModelGraph, seq_len: int, conv: FlopConvention) -> tuple[dict[str, float], dict[str, float]]:
@@ -264,29 +292,43 @@ def count_flops(graph: ModelGraph, seq_len: int = 4096, conv: FlopConvention | N
         forward = sum(by.values())
         train = train_mult * forward
     elif formula == "megatron":
-        train = megatron_train_flops(spec, seq_len)
+        train = megatron_train_flops(spec, seq_len, include_mtp=conv.include_mtp)
         forward = train / 3
         train = forward * train_mult
         by = {"total": forward}
-    elif formula == "torchtitan":
-        n = params.active - params.embedding + (params.mtp_active if conv.include_mtp else 0)
+    elif formula in ("torchtitan", "torchtitan-2025"):
+        # 2026 (get_nparams_and_active_nparams): an embedding table is excluded unless it is also the output
+        # head, so a tied head is charged. 2025 (get_moe_model_nparams_and_flops): every tensor named like an
+        # embedding is excluded, and a tied tensor is registered under the embedding's name.
+        emb_out = params.embedding if (formula == "torchtitan-2025" or not params.tied) else 0
+        n = params.active - emb_out + (params.mtp_active if conv.include_mtp else 0)
+        if formula == "torchtitan-2025" and params.tied:
+            note = "torchtitan-2025 excludes the tied embedding/head tensor, so the LM head is not charged"
         att = 0.0
         for mod in graph.modules(mtp=False):
             core = mod.get("core")
             if core is not None and core.kind != "linear":
-                att += 2 * core.num_heads * (core.qk_dim + core.v_dim) * seq_len
+                keys = seq_len
+                if formula == "torchtitan" and core.window is not None and not core.chunked:
+                    keys = min(seq_len, core.window)  # quadratic_attention_flops_per_token(sliding_window_size)
+                att += 2 * core.num_heads * (core.qk_dim + core.v_dim) * keys
         forward = 2 * n + att
         train = train_mult * forward
         by = {"weights": 2 * n, "attention_core": att}
     elif formula == "6n":
-        forward = 2 * params.active_non_embedding
+        forward = 2 * (params.active_non_embedding + (params.mtp_active if conv.include_mtp else 0))
         train = train_mult * forward
         by = {"weights": forward}
     else:  # pragma: no cover - guarded by convention()
         raise ValueError(conv.formula)
     ordered = {k: by[k] for k in sorted(by, key=lambda k: (COMPONENTS + ("attention_core", MTP)).index(k)
                                          if k in COMPONENTS + ("attention_core", MTP) else 99)}
-    return FlopCounts(seq_len, conv, forward, train, ordered, mtp_forward, formula, note)
+    applied = {k: v for k, v in asdict(conv).items() if k not in ("name", "formula")}
+    if formula == "torchtitan-2025" and params.tied:
+        applied["include_lm_head"] = False
+    if not mtp_parts:
+        applied["include_mtp"] = False  # nothing to include
+    return FlopCounts(seq_len, conv, forward, train, ordered, mtp_forward, formula, note, applied)
 
 
 def encoder_decoder_sequence_flops(graph: ModelGraph, source_len: int, target_len: int) -> float:
@@ -311,15 +353,17 @@ def encoder_decoder_sequence_flops(graph: ModelGraph, source_len: int, target_le
     return total
 
 
-def megatron_train_flops(spec: ModelSpec, seq_len: int) -> float:
-    """Megatron-LM's `num_floating_point_operations` per token (training), for decoder-only models.
+def megatron_train_flops(spec: ModelSpec, seq_len: int, include_mtp: bool = True) -> float:
+    """Megatron-LM's `num_floating_point_operations` per token (training), for decoder-only models
+    (megatron/training/training.py at commit 001b00c2, `transformer_flops`).
 
     6*[h*g*(f*L_d + (k*f_e + f_s)*L_m) + (L+D)*A_lin + D*(3h + 2h^2) + h*V*(D+1)] + 6*S*(L+D)*A_core;
-    the MTP layer is counted as one more layer of the last layer's type.
+    the MTP layer is counted as one more layer of the last layer's type. include_mtp=False is a run without
+    --mtp-num-layers (D = 0).
     """
     h, V, S, L = spec.model_dim, spec.vocab_size, seq_len, spec.num_layers
     g = spec.ffn.num_matrices
-    D = spec.mtp.depth if spec.mtp is not None else 0
+    D = spec.mtp.depth if spec.mtp is not None and include_mtp else 0
     moe_layers = [i for i in range(L) if spec.is_moe_layer(i)]
     L_m, L_d = len(moe_layers), L - len(moe_layers)
     if spec.moe is not None:
@@ -492,7 +536,7 @@ def account(spec: ModelSpec, *, seq_len: int = 4096, conv: FlopConvention | None
         "flops": {
             "seq_len": seq_len,
             "convention": conv.name,
-            "switches": {k: v for k, v in asdict(conv).items() if k not in ("name", "formula")},
+            "switches": flops.applied,
             "forward_per_token": flops.forward_per_token,
             "train_per_token": flops.train_per_token,
             "mtp_forward_per_token": flops.mtp_forward_per_token,

@@ -120,7 +120,10 @@ def _convention(name: str, causal, router, lm_head, input_embedding, mtp, recomp
     switches = {k: v for k, v in dict(causal=causal, include_router=router, include_lm_head=lm_head,
                                       include_input_embedding=input_embedding, include_mtp=mtp,
                                       recompute=recompute).items() if v is not None}
-    return convention(name, **switches)
+    try:
+        return convention(name, **switches)
+    except ValueError as exc:  # a fixed-formula preset refuses a switch it cannot apply
+        raise click.UsageError(str(exc)) from None
 
 
 def flop_options(f):
@@ -243,6 +246,62 @@ def plot(specs, outdir, seq_len, convention, causal, router, lm_head, input_embe
         written.append(plot_breakdown(rep, outdir / f"{rep['name']}_breakdown.png"))
     for path in written:
         out_console.print(f"wrote {path}", markup=False)
+
+
+GPU_CHOICES = ("a100-40gb", "a100-80gb", "h100", "h800", "h200", "b200", "mi300x", "l40s")  # moezoo.plan.GPUS
+
+
+@cli.command("plan")
+@click.argument("spec", metavar="SPEC")
+@click.option("--gpus", type=click.IntRange(1), default=None, help="GPU count (default: tp x cp x pp x dp).")
+@click.option("--tp", type=click.IntRange(1), default=1, show_default=True, help="Tensor-parallel degree (with sequence parallelism).")
+@click.option("--pp", type=click.IntRange(1), default=1, show_default=True, help="Pipeline-parallel degree (1F1B schedule).")
+@click.option("--pp-layers", default=None, metavar="N,N,...", help="Layers of each pipeline stage (needed when --pp does not divide the layers).")
+@click.option("--cp", type=click.IntRange(1), default=1, show_default=True, help="Context-parallel degree (splits the sequence).")
+@click.option("--ep", type=click.IntRange(1), default=1, show_default=True, help="Expert-parallel degree (taken from the DP x CP ranks).")
+@click.option("--dp", type=click.IntRange(1), default=None, help="Data-parallel degree (default: gpus / (tp x cp x pp)).")
+@click.option("--micro-batch", type=click.IntRange(1), default=1, show_default=True, help="Sequences per micro-batch.")
+@click.option("--global-batch", type=click.IntRange(1), default=None, help="Sequences per step (default: micro-batch x dp x 4pp).")
+@click.option("--seq-len", type=click.IntRange(1, 1 << 30), default=4096, show_default=True, help="Tokens per sequence.")
+@click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="none", show_default=True,
+              help="Activation recomputation: none (eager attention keeps its scores), selective (attention core "
+                   "recomputed, as flash attention does), full (only each layer's input kept).")
+@click.option("--zero", type=click.IntRange(0, 3), default=1, show_default=True,
+              help="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights over the DP ranks.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True, help="Weight and activation dtype.")
+@click.option("--grad-dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="fp32", show_default=True,
+              help="Gradient dtype (Megatron keeps fp32 main gradients).")
+@click.option("--gpu", type=click.Choice(GPU_CHOICES), default="h100", show_default=True, help="GPU whose memory the plan must fit.")
+@click.option("--dispatch", type=click.Choice(["expert", "device"]), default="expert", show_default=True,
+              help="All-to-all: one copy per routed expert, or one per destination device.")
+@click.option("--dropout", is_flag=True, help="Keep dropout masks (Korthikanti et al.'s GPT setting).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write PNGs here: memory by part across ZeRO x recompute, and KV cache / FLOPs vs sequence length.")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
+def plan_cmd(spec, gpus, tp, pp, pp_layers, cp, ep, dp, micro_batch, global_batch, seq_len, recompute, zero, dtype,
+             grad_dtype, gpu, dispatch, dropout, as_json, plot_dir, overrides):
+    """Per-GPU memory (parameters, weights, gradients, optimizer, activations) and per-step communication
+    (all-to-all, data-parallel, pipeline bubble) of training SPEC under a parallel layout (docs/planning.md)."""
+    from moezoo.plan import PlanError, make_layout, plan, plot_memory_grid, plot_seq_len, terminal_plan
+
+    item = load_all((spec,), overrides)[0]
+    try:
+        layout = make_layout(item.spec, gpus=gpus, tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, micro_batch=micro_batch,
+                             global_batch=global_batch, seq_len=seq_len, recompute=recompute, zero=zero, dtype=dtype,
+                             grad_dtype=grad_dtype, gpu=gpu, pp_layers=pp_layers, dispatch=dispatch, dropout=dropout)
+    except PlanError as exc:
+        err_console.print(f"{item.path}: error: {exc}", style="bold red", markup=False)
+        raise InvalidInput() from None
+    rep = plan(item.spec, layout)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        out_console.print(terminal_plan(rep))
+    if plot_dir is not None:
+        for path in (plot_memory_grid(item.spec, layout, plot_dir / f"{rep['name']}_plan_memory.png"),
+                     plot_seq_len(item.spec, plot_dir / f"{rep['name']}_seq_len.png")):
+            err_console.print(f"wrote {path}", markup=False)
 
 
 @cli.command()
