@@ -1,16 +1,18 @@
 """Speed of one generated MoE layer: sort-by-expert + grouped GEMM vs the plain per-expert loop.
 
 Builds the tiny Mixtral and DeepSeek-V3 models with moezoo, widens their MoE layer to a "tiny-ish" size
-and times forward + backward of that layer alone, both implementations on the same inputs in the same run.
+and times forward + backward of that layer alone, both implementations on the same weights and inputs in the
+same run, interleaved (loop, grouped, then grouped, loop, ...) so that a busy machine slows both alike.
 
-    python bench/moe_layer.py [--tokens 4096] [--repeats 5] [--device cpu|cuda] [--dtype float32|bfloat16]
+    python bench/moe_layer.py [--tokens 2048] [--repeats 5] [--device cpu|cuda] [--dtype float32|bfloat16]
                               [--builds DIR]
 
 --builds DIR takes DIR/mixtral_8x7b/model.py and DIR/deepseek_v3/model.py from an earlier
 `moezoo build specs/mixtral_8x7b.yaml specs/deepseek_v3.yaml --tiny -o DIR`, so a GPU machine with only
 torch can run it.
 
-Prints one row per layer shape with the speed ratio loop / grouped (> 1: the grouped GEMM is faster).
+Prints one row per layer shape: median (min-max) of each and the speed ratio loop / grouped of the medians
+(> 1: the grouped GEMM is faster), with the min-max of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -52,22 +54,34 @@ def load_model_module(spec_name: str, outdir: Path, builds: Path | None = None):
     return module
 
 
-def time_layer(moe, x, repeats: int, device: str) -> float:
+def layer_step(moe, x):
     def step():
         out, _ = moe(x)
         out.float().pow(2).mean().backward()
 
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    return step
+
+
+def timed(step, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_interleaved(steps: dict, repeats: int, device: str) -> dict[str, list[float]]:
+    """One warm-up call each, then `repeats` rounds in alternating order (A B, B A, ...)."""
+    for step in steps.values():
         step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(timed(steps[name], device))
+    return times
 
 
 def main() -> None:
@@ -81,13 +95,13 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {args.tokens} tokens, "
           f"threads {torch.get_num_threads()}, median of {args.repeats}")
-    print("| layer | loop (ms) | grouped GEMM (ms) | speed-up |\n|---|---:|---:|---:|")
+    print("| layer | loop (ms) | grouped GEMM (ms) | speed-up (min-max of rounds) |\n|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for label, (spec_name, overrides) in SHAPES.items():
             m = load_model_module(spec_name, Path(tmp), args.builds)
-            timings = {}
+            steps = {}
             for impl in ("loop", "grouped_mm"):
-                torch.manual_seed(0)
+                torch.manual_seed(0)  # same seed: both variants get the same weights and the same input
                 config = m.ModelConfig(expert_impl=impl, **overrides)
                 moe = m.MoE(config).to(args.device)
                 for mod in moe.modules():
@@ -96,9 +110,15 @@ def main() -> None:
                 moe = moe.to(dtype)
                 torch.manual_seed(1)
                 x = torch.randn(1, args.tokens, config.model_dim, device=args.device, dtype=dtype, requires_grad=True)
-                timings[impl] = time_layer(moe, x, args.repeats, args.device)
-            ratio = timings["loop"] / timings["grouped_mm"]
-            print(f"| {label} | {1e3 * timings['loop']:.1f} | {1e3 * timings['grouped_mm']:.1f} | {ratio:.2f}x |")
+                steps[impl] = layer_step(moe, x)
+            t = time_interleaved(steps, args.repeats, args.device)
+            loop, grouped = statistics.median(t["loop"]), statistics.median(t["grouped_mm"])
+            rounds = [a / b for a, b in zip(t["loop"], t["grouped_mm"])]
+            print(
+                f"| {label} | {1e3 * loop:.1f} ({1e3 * min(t['loop']):.1f}-{1e3 * max(t['loop']):.1f}) "
+                f"| {1e3 * grouped:.1f} ({1e3 * min(t['grouped_mm']):.1f}-{1e3 * max(t['grouped_mm']):.1f}) "
+                f"| {loop / grouped:.2f}x ({min(rounds):.2f}-{max(rounds):.2f}) |"
+            )
 
 
 if __name__ == "__main__":

@@ -56,63 +56,178 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 FAMILIES = ("deepseek_v3", "mixtral", "qwen3_moe")
 GPU_FAMILIES = ("deepseek_v2", "deepseek_v3", "mixtral", "qwen3_moe")
-YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 1024,
-        "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
+YARN = {
+    "rope_type": "yarn",
+    "rope_theta": 10000.0,
+    "factor": 4.0,
+    "original_max_position_embeddings": 1024,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "mscale": 1.0,
+    "mscale_all_dim": 1.0,
+}
 
 
 def hf_config(family: str, size: str, layers: int | None) -> dict:
     """transformers config kwargs of one family at one size; every routing feature of the family on."""
-    d, L, V, E = {"tiny": (64, 2, 512, 8), "small": (256, 4, 4096, 32), "medium": (512, 6, 16384, 64)}.get(size, (0, 0, 0, 0))
+    d, L, V, E = {"tiny": (64, 2, 512, 8), "small": (256, 4, 4096, 32), "medium": (512, 6, 16384, 64)}.get(
+        size, (0, 0, 0, 0)
+    )
     if size == "gpu":
         return gpu_config(family, layers or 3)
     L = layers or L
     if family == "deepseek_v3":  # q compression, sigmoid + bias, group-limited (top-2-sum), renormalised, scaled
-        return dict(vocab_size=V, hidden_size=d, intermediate_size=3 * d, moe_intermediate_size=d // 2 if E <= 8 else d * 3 // 8,
-                    num_hidden_layers=L, num_attention_heads=d // 32, num_key_value_heads=d // 32, n_routed_experts=E,
-                    n_shared_experts=1, num_experts_per_tok=4 if E > 8 else 2, first_k_dense_replace=1,
-                    q_lora_rank=d // 2, kv_lora_rank=d // 4, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
-                    n_group=4, topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True, num_nextn_predict_layers=0,
-                    max_position_embeddings=4096, rope_parameters=YARN)
+        return {
+            "vocab_size": V,
+            "hidden_size": d,
+            "intermediate_size": 3 * d,
+            "moe_intermediate_size": d // 2 if E <= 8 else d * 3 // 8,
+            "num_hidden_layers": L,
+            "num_attention_heads": d // 32,
+            "num_key_value_heads": d // 32,
+            "n_routed_experts": E,
+            "n_shared_experts": 1,
+            "num_experts_per_tok": 4 if E > 8 else 2,
+            "first_k_dense_replace": 1,
+            "q_lora_rank": d // 2,
+            "kv_lora_rank": d // 4,
+            "qk_nope_head_dim": 32,
+            "qk_rope_head_dim": 16,
+            "v_head_dim": 32,
+            "n_group": 4,
+            "topk_group": 2,
+            "routed_scaling_factor": 2.5,
+            "norm_topk_prob": True,
+            "num_nextn_predict_layers": 0,
+            "max_position_embeddings": 4096,
+            "rope_parameters": YARN,
+        }
     if family == "mixtral":
-        return dict(vocab_size=V, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=L,
-                    num_attention_heads=d // 32, num_key_value_heads=d // 64, num_local_experts=8, num_experts_per_tok=2,
-                    sliding_window=None, router_aux_loss_coef=0.02, output_router_logits=True,
-                    max_position_embeddings=4096, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+        return {
+            "vocab_size": V,
+            "hidden_size": d,
+            "intermediate_size": 2 * d,
+            "num_hidden_layers": L,
+            "num_attention_heads": d // 32,
+            "num_key_value_heads": d // 64,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+            "sliding_window": None,
+            "router_aux_loss_coef": 0.02,
+            "output_router_logits": True,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+        }
     if family == "qwen3_moe":  # fine-grained experts, QK-norm, renormalised top-k
-        return dict(vocab_size=V, hidden_size=d, intermediate_size=3 * d, moe_intermediate_size=d // 2,
-                    num_hidden_layers=L, num_attention_heads=d // 32, num_key_value_heads=d // 64, head_dim=32,
-                    num_experts=E, num_experts_per_tok=4 if E > 8 else 2, norm_topk_prob=True, decoder_sparse_step=1,
-                    router_aux_loss_coef=0.001, output_router_logits=True, max_position_embeddings=4096)
+        return {
+            "vocab_size": V,
+            "hidden_size": d,
+            "intermediate_size": 3 * d,
+            "moe_intermediate_size": d // 2,
+            "num_hidden_layers": L,
+            "num_attention_heads": d // 32,
+            "num_key_value_heads": d // 64,
+            "head_dim": 32,
+            "num_experts": E,
+            "num_experts_per_tok": 4 if E > 8 else 2,
+            "norm_topk_prob": True,
+            "decoder_sparse_step": 1,
+            "router_aux_loss_coef": 0.001,
+            "output_router_logits": True,
+            "max_position_embeddings": 4096,
+        }
     raise SystemExit(f"unknown family {family!r}; choose from {', '.join(GPU_FAMILIES)}")
 
 
 def gpu_config(family: str, layers: int) -> dict:
     """Real widths and expert counts, few layers, so both models with gradients and AdamW state fit one GPU."""
-    if family == "deepseek_v2":  # DeepSeek-V2-Lite (specs/deepseek_v2_lite.yaml): 2048 wide, 64 experts top-6 + 2 shared
-        return dict(vocab_size=102400, hidden_size=2048, intermediate_size=10944, moe_intermediate_size=1408,
-                    num_hidden_layers=layers, num_attention_heads=16, num_key_value_heads=16, n_routed_experts=64,
-                    n_shared_experts=2, num_experts_per_tok=6, first_k_dense_replace=1, q_lora_rank=None,
-                    kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
-                    topk_method="greedy", n_group=1, topk_group=1, routed_scaling_factor=1.0, norm_topk_prob=False,
-                    max_position_embeddings=163840,
-                    rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0,
-                                     "original_max_position_embeddings": 4096, "beta_fast": 32.0, "beta_slow": 1.0,
-                                     "mscale": 0.707, "mscale_all_dim": 0.707})
-    if family == "deepseek_v3":  # V3 routing and query compression at V2-Lite widths (V3's own 7168 x 256 experts does not fit)
-        return dict(gpu_config("deepseek_v2", layers), q_lora_rank=512, n_shared_experts=1, num_experts_per_tok=8,
-                    topk_method="noaux_tc", n_group=8, topk_group=4, routed_scaling_factor=2.5, norm_topk_prob=True,
-                    num_nextn_predict_layers=0)
+    if (
+        family == "deepseek_v2"
+    ):  # DeepSeek-V2-Lite (specs/deepseek_v2_lite.yaml): 2048 wide, 64 experts top-6 + 2 shared
+        return {
+            "vocab_size": 102400,
+            "hidden_size": 2048,
+            "intermediate_size": 10944,
+            "moe_intermediate_size": 1408,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "n_routed_experts": 64,
+            "n_shared_experts": 2,
+            "num_experts_per_tok": 6,
+            "first_k_dense_replace": 1,
+            "q_lora_rank": None,
+            "kv_lora_rank": 512,
+            "qk_nope_head_dim": 128,
+            "qk_rope_head_dim": 64,
+            "v_head_dim": 128,
+            "topk_method": "greedy",
+            "n_group": 1,
+            "topk_group": 1,
+            "routed_scaling_factor": 1.0,
+            "norm_topk_prob": False,
+            "max_position_embeddings": 163840,
+            "rope_parameters": {
+                "rope_type": "yarn",
+                "rope_theta": 10000.0,
+                "factor": 40.0,
+                "original_max_position_embeddings": 4096,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "mscale": 0.707,
+                "mscale_all_dim": 0.707,
+            },
+        }
+    # V3 routing and query compression at V2-Lite widths (V3's own 7168 x 256 experts do not fit)
+    if family == "deepseek_v3":
+        return dict(
+            gpu_config("deepseek_v2", layers),
+            q_lora_rank=512,
+            n_shared_experts=1,
+            num_experts_per_tok=8,
+            topk_method="noaux_tc",
+            n_group=8,
+            topk_group=4,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            num_nextn_predict_layers=0,
+        )
     if family == "mixtral":  # Mixtral's shape (8 experts top-2, GQA 4:1, FFN 3.5 x d) at 2048 wide
-        return dict(vocab_size=32000, hidden_size=2048, intermediate_size=7168, num_hidden_layers=layers,
-                    num_attention_heads=16, num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2,
-                    sliding_window=None, router_aux_loss_coef=0.02, output_router_logits=True,
-                    max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
-    if family == "qwen3_moe":  # Qwen3-30B-A3B's widths: 2048 wide, 128 experts of 768, top-8, 32 heads of 128, 4 KV heads
-        return dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
-                    num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
-                    num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1,
-                    router_aux_loss_coef=0.001, output_router_logits=True, max_position_embeddings=40960,
-                    rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+        return {
+            "vocab_size": 32000,
+            "hidden_size": 2048,
+            "intermediate_size": 7168,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 4,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+            "sliding_window": None,
+            "router_aux_loss_coef": 0.02,
+            "output_router_logits": True,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+        }
+    # Qwen3-30B-A3B's widths: 2048 wide, 128 experts of 768, top-8, 32 heads of 128, 4 KV heads
+    if family == "qwen3_moe":
+        return {
+            "vocab_size": 151936,
+            "hidden_size": 2048,
+            "intermediate_size": 6144,
+            "moe_intermediate_size": 768,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 4,
+            "head_dim": 128,
+            "num_experts": 128,
+            "num_experts_per_tok": 8,
+            "norm_topk_prob": True,
+            "decoder_sparse_step": 1,
+            "router_aux_loss_coef": 0.001,
+            "output_router_logits": True,
+            "max_position_embeddings": 40960,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+        }
     raise SystemExit(f"unknown family {family!r}; choose from {', '.join(GPU_FAMILIES)}")
 
 
@@ -149,7 +264,7 @@ def moezoo_build(checkpoint: Path, work: Path) -> Path:
     if exe is None:
         raise SystemExit("moezoo is not installed: pip install -e '.[test]'")
     for argv in (["import-hf", str(checkpoint), "-o", str(spec)], ["build", str(spec), "-o", str(work / "build")]):
-        run = subprocess.run(exe + argv, capture_output=True, text=True, cwd=work)
+        run = subprocess.run(exe + argv, check=False, capture_output=True, text=True, cwd=work)
         if run.returncode != 0:
             raise SystemExit(f"moezoo {' '.join(argv)} failed:\n{run.stderr}")
     (model_py,) = (work / "build").glob("*/model.py")
@@ -317,7 +432,13 @@ def child_memory(args) -> None:
     folder, side, work_name = Path(args.child[0]), args.child[1], args.child[2]
     config = json.loads((folder / "checkpoint" / "config.json").read_text())
     work = Work(side, load_side(side, folder, args.device), args, config, compiled=False)
-    fn = work.train if work_name == "train" else work.prefill if work_name == "prefill" else (lambda: work.decode(int(work_name[6:])))
+    fn = (
+        work.train
+        if work_name == "train"
+        else work.prefill
+        if work_name == "prefill"
+        else (lambda: work.decode(int(work_name[6:])))
+    )
     if work_name == "train":
         work.model.train()
     gc.collect()
@@ -341,11 +462,29 @@ def child_memory(args) -> None:
 
 
 def measure_memory(folder: Path, side: str, work_name: str, args) -> str:
-    cmd = [sys.executable, __file__, "--child", str(folder), side, work_name, "--device", args.device,
-           "--autocast", args.autocast, "--batch", str(args.batch), "--seq", str(args.seq),
-           "--new-tokens", str(args.new_tokens), "--decode-batch", str(args.decode_batch),
-           "--threads", str(args.threads)]
-    run = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(folder),
+        side,
+        work_name,
+        "--device",
+        args.device,
+        "--autocast",
+        args.autocast,
+        "--batch",
+        str(args.batch),
+        "--seq",
+        str(args.seq),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--decode-batch",
+        str(args.decode_batch),
+        "--threads",
+        str(args.threads),
+    ]
+    run = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if run.returncode != 0:
         return "failed: " + (run.stderr.strip().splitlines() or ["?"])[-1][:60]
     peak = json.loads(run.stdout.strip().splitlines()[-1])["peak_bytes"]
@@ -357,8 +496,13 @@ def measure_memory(folder: Path, side: str, work_name: str, args) -> str:
 
 def flops_per_token(folder: Path, seq: int) -> float | None:
     """Training FLOPs per token of the built spec, from `moezoo report --json` (DeepSeek convention)."""
-    run = subprocess.run([sys.executable, "-m", "moezoo.cli", "report", str(folder / "spec.yaml"), "--json",
-                          "--seq-len", str(seq)], capture_output=True, text=True, cwd=folder)
+    run = subprocess.run(
+        [sys.executable, "-m", "moezoo.cli", "report", str(folder / "spec.yaml"), "--json", "--seq-len", str(seq)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=folder,
+    )
     if run.returncode != 0:
         return None
     return float(json.loads(run.stdout)["flops"]["train_per_token"])
@@ -381,14 +525,16 @@ def environment(args) -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
         cpu = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         pass
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU {cpu}, {os.cpu_count()} cores"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{dev}; torch {torch.__version__}, transformers {transformers.__version__}; threads "
-            f"{torch.get_num_threads()}; float32 weights, autocast {args.autocast}; load average at start {load:.2f}")
+    return (
+        f"{dev}; torch {torch.__version__}, transformers {transformers.__version__}; threads "
+        f"{torch.get_num_threads()}; float32 weights, autocast {args.autocast}; load average at start {load:.2f}"
+    )
 
 
 def run_family(family: str, root: Path, args, rows: list[str]) -> None:
@@ -401,9 +547,14 @@ def run_family(family: str, root: Path, args, rows: list[str]) -> None:
     n_params = sum(p.numel() for p in ours.parameters())
     assert n_params == sum(p.numel() for p in hf.parameters()), "parameter counts differ"
     diff = check_parity(hf, ours, config, args.device)
-    print(f"\n## {family}: {n_params / 1e6:.1f}M parameters, max |logit diff| {diff:.1e} "
-          f"(built in {time.perf_counter() - t0:.1f} s)", flush=True)
-    print("| mode | work | transformers ms (min-max) | moezoo ms (min-max) | ratio tf/moezoo (min-max) | peak MiB tf | peak MiB moezoo |")
+    print(
+        f"\n## {family}: {n_params / 1e6:.1f}M parameters, max |logit diff| {diff:.1e} "
+        f"(built in {time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
+    print(
+        "| mode | work | transformers ms (min-max) | moezoo ms (min-max) | ratio tf/moezoo (min-max) | peak MiB tf | peak MiB moezoo |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     fpt = flops_per_token(folder, args.seq) if args.device.startswith("cuda") else None
     tokens = args.batch * args.seq
@@ -423,7 +574,7 @@ def run_family(family: str, root: Path, args, rows: list[str]) -> None:
                 same = torch.equal(a.decode(p), b.decode(p))
                 label = f"decode {args.new_tokens} after {p} (B{args.decode_batch})"
                 decode_notes[f"decode{p}"] = f"moezoo generate: {kind}; greedy tokens {'equal' if same else 'DIFFER'}"
-                works.append((f"decode{p}", label, lambda p=p: a.decode(p), lambda p=p: b.decode(p)))
+                works.append((f"decode{p}", label, lambda p=p, a=a: a.decode(p), lambda p=p, b=b: b.decode(p)))
         for name, label, fa, fb in works:
             if compiled:
                 fa(), fb()  # compile both before timing
@@ -436,16 +587,22 @@ def run_family(family: str, root: Path, args, rows: list[str]) -> None:
                 mem_a, mem_b = (measure_memory(folder, side, name, args) for side in ("transformers", "moezoo"))
             if name.startswith("decode"):
                 n = args.new_tokens * args.decode_batch
-                notes.append(f"{label}: {1e3 * statistics.median(ta) / n:.1f} vs {1e3 * statistics.median(tb) / n:.1f} "
-                             f"ms per new token (transformers vs moezoo); {decode_notes[name]}")
+                notes.append(
+                    f"{label}: {1e3 * statistics.median(ta) / n:.1f} vs {1e3 * statistics.median(tb) / n:.1f} "
+                    f"ms per new token (transformers vs moezoo); {decode_notes[name]}"
+                )
             elif fpt is not None and name == "train":
                 tps = [tokens / statistics.median(t) for t in (ta, tb)]
                 mfu = [fpt * x / (args.peak_tflops * 1e12) for x in tps]
-                notes.append(f"{mode} {label}: tokens/s transformers {tps[0]:.0f}, moezoo {tps[1]:.0f}; MFU "
-                             f"({fpt / 1e9:.2f} GFLOPs/token from moezoo report, peak {args.peak_tflops:g} TFLOP/s) "
-                             f"transformers {100 * mfu[0]:.1f}%, moezoo {100 * mfu[1]:.1f}%")
-            row = (f"| {mode} | {label} | {fmt_ms(ta)} | {fmt_ms(tb)} | {ratio:.2f}x "
-                   f"({min(ratios):.2f}-{max(ratios):.2f}) | {mem_a} | {mem_b} |")
+                notes.append(
+                    f"{mode} {label}: tokens/s transformers {tps[0]:.0f}, moezoo {tps[1]:.0f}; MFU "
+                    f"({fpt / 1e9:.2f} GFLOPs/token from moezoo report, peak {args.peak_tflops:g} TFLOP/s) "
+                    f"transformers {100 * mfu[0]:.1f}%, moezoo {100 * mfu[1]:.1f}%"
+                )
+            row = (
+                f"| {mode} | {label} | {fmt_ms(ta)} | {fmt_ms(tb)} | {ratio:.2f}x "
+                f"({min(ratios):.2f}-{max(ratios):.2f}) | {mem_a} | {mem_b} |"
+            )
             print(row, flush=True)
             rows.append(f"| {family} {row}")
             t_compile = time.perf_counter()
@@ -459,11 +616,17 @@ def run_family(family: str, root: Path, args, rows: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", default=None, help=f"comma list (default {','.join(FAMILIES)}; --gpu adds deepseek_v2)")
-    parser.add_argument("--size", choices=["tiny", "small", "medium", "gpu"], default=None,
-                        help="tiny: 64 wide, 2 layers (smoke); small (default): 256 wide, 4 layers, 32 experts "
-                        "(8 for Mixtral), vocab 4096; medium: 512 wide, 6 layers, 64 experts, vocab 16384; gpu: real "
-                        "widths and expert counts (DeepSeek-V2-Lite, Mixtral at 2048 wide, Qwen3-30B-A3B), 3 layers")
+    parser.add_argument(
+        "--families", default=None, help=f"comma list (default {','.join(FAMILIES)}; --gpu adds deepseek_v2)"
+    )
+    parser.add_argument(
+        "--size",
+        choices=["tiny", "small", "medium", "gpu"],
+        default=None,
+        help="tiny: 64 wide, 2 layers (smoke); small (default): 256 wide, 4 layers, 32 experts "
+        "(8 for Mixtral), vocab 4096; medium: 512 wide, 6 layers, 64 experts, vocab 16384; gpu: real "
+        "widths and expert counts (DeepSeek-V2-Lite, Mixtral at 2048 wide, Qwen3-30B-A3B), 3 layers",
+    )
     parser.add_argument("--layers", type=int, default=None, help="override the number of layers")
     parser.add_argument("--batch", type=int, default=None, help="B for train and prefill (default 4)")
     parser.add_argument("--seq", type=int, default=None, help="T for train and prefill (default 256; --gpu 2048)")
@@ -472,12 +635,18 @@ def main() -> None:
     parser.add_argument("--decode-batch", type=int, default=1)
     parser.add_argument("--works", default="train,prefill,decode")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per work after one warm-up (default 7)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1 on CPU; 0: torch's default)")
-    parser.add_argument("--compile", action="store_true", help="also time both sides under torch.compile (train, prefill)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default 1 on CPU; 0: torch's default)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time both sides under torch.compile (train, prefill)"
+    )
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     parser.add_argument("--device", default=None)
     parser.add_argument("--autocast", choices=["none", "bf16"], default=None)
-    parser.add_argument("--gpu", action="store_true", help="--device cuda --autocast bf16 --size gpu --seq 2048 --threads 0")
+    parser.add_argument(
+        "--gpu", action="store_true", help="--device cuda --autocast bf16 --size gpu --seq 2048 --threads 0"
+    )
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="for MFU on CUDA (H100 SXM dense bf16: 989)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -498,13 +667,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     families = args.families.split(",") if args.families else list(GPU_FAMILIES if gpu else FAMILIES)
     print(f"# transformers vs moezoo ({' '.join(sys.argv[1:]) or 'defaults'})\n{environment(args)}")
-    print("Times in ms: median (min-max) of the interleaved rounds; ratio = transformers / moezoo median, "
-          "> 1 means moezoo is faster; peak MiB = memory the work adds to the loaded model (eager).")
+    print(
+        "Times in ms: median (min-max) of the interleaved rounds; ratio = transformers / moezoo median, "
+        "> 1 means moezoo is faster; peak MiB = memory the work adds to the loaded model (eager)."
+    )
     rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in families:
             run_family(family, Path(tmp), args, rows)
-    print("\n## all families\n| family | mode | work | transformers ms | moezoo ms | ratio | peak MiB tf | peak MiB moezoo |")
+    print(
+        "\n## all families\n| family | mode | work | transformers ms | moezoo ms | ratio | peak MiB tf | peak MiB moezoo |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(r for r in rows if r.startswith("|")))
     print("\n".join(r for r in rows if r.startswith("-")))
