@@ -499,3 +499,71 @@ def test_switch_paper_flops_per_sequence(name):
     ours = encoder_decoder_sequence_flops(lower(spec(name)), 512, 114) / 1e9
     published = SWITCH_TABLE9_GFLOPS[name]
     assert published <= ours <= 1.10 * published, f"{name}: {ours:.1f} vs {published} GFLOPs"
+
+
+# --------------------------------------------------------------------------- presets: switches and peer versions
+
+
+def test_megatron_without_mtp_is_honoured():
+    """Issue 17: `--convention megatron --no-mtp` used to stay at 259.99 while claiming include_mtp: false.
+    Megatron-LM's num_floating_point_operations (training.py @ 001b00c2) without --mtp-num-layers (D = 0) gives
+    249.81 for DeepSeek-V3 at S = 4096: no MTP layer, no eh_proj, no second head (and no router)."""
+    assert round(train_gflops("deepseek_v3", "megatron", include_mtp=False), 2) == 249.81
+    # the default rule without the router, but for the "+1" Megatron's MLA term charges per latent rank (the
+    # q / kv latent norms): 6 * (r_q + r_kv) * L
+    diff = train_gflops("deepseek_v3", "megatron", include_mtp=False) - train_gflops("deepseek_v3", include_router=False)
+    assert diff * B == pytest.approx(6 * (1536 + 512) * 61)
+    rep = account(spec("deepseek_v3"), conv=convention("megatron", include_mtp=False))
+    assert rep["flops"]["switches"]["include_mtp"] is False
+    assert round(rep["flops"]["train_per_token"] / B, 2) == 249.81
+
+
+@pytest.mark.parametrize("preset", ["megatron", "torchtitan", "torchtitan-2025", "6n"])
+def test_fixed_formula_presets_refuse_switches_they_cannot_apply(preset):
+    with pytest.raises(ValueError, match="fixed formula"):
+        convention(preset, include_input_embedding=True)
+    with pytest.raises(ValueError, match="--causal/--no-causal"):
+        convention(preset, causal=not convention(preset).causal)
+    # a switch equal to what the formula already does is not a change, and --recompute / --mtp are applied
+    assert convention(preset, causal=convention(preset).causal).causal == convention(preset).causal
+    assert convention(preset, recompute=True).recompute
+
+
+def test_refused_switch_is_a_usage_error(monkeypatch, capsys):
+    import sys
+
+    from moezoo.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["moezoo", "report", "deepseek_v3", "--convention", "megatron", "--router"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    _, err = capsys.readouterr()
+    assert exc.value.code == 2 and "--router/--no-router cannot be applied" in err
+
+
+def test_torchtitan_counts_the_tied_head():
+    """torchtitan/models/utils.py @ 01c01c88 (2026) `get_nparams_and_active_nparams`: an embedding table is
+    excluded "unless its parameter is shared with the output head", so a tied head's matmul is charged. The
+    2025 `get_moe_model_nparams_and_flops` (@ 76dd118b) excluded every tensor named like an embedding, the
+    tied one included. Grok-1 (tied) differs by exactly the head, 6 V h per token: 0.93 %."""
+    s, _, p = accounted("grok_1")
+    assert p.tied
+    new, old = train_gflops("grok_1", "torchtitan"), train_gflops("grok_1", "torchtitan-2025")
+    assert (new - old) * B == pytest.approx(6 * s.vocab_size * s.model_dim)
+    assert (new - old) / new == pytest.approx(0.0093, abs=0.0001)
+    assert account(s, conv=convention("torchtitan-2025"))["flops"]["switches"]["include_lm_head"] is False
+    # untied models: both versions agree with ACCOUNTING.md's torchtitan column (DeepSeek-V3 285.29)
+    assert train_gflops("deepseek_v3", "torchtitan-2025") == pytest.approx(train_gflops("deepseek_v3", "torchtitan"))
+
+
+def test_torchtitan_versions_differ_on_sliding_windows():
+    """torchtitan's 2026 quadratic_attention_flops_per_token attends min(S, window) keys on sliding-window
+    layers; the 2025 formula charged S on every layer. gpt-oss (window 128 on half its layers) is ~10 % apart."""
+    s, g, p = accounted("gpt_oss_120b")
+    new, old = train_gflops("gpt_oss_120b", "torchtitan"), train_gflops("gpt_oss_120b", "torchtitan-2025")
+    att = s.attention
+    windowed = sum(att.sliding_window.layers.selects(i) for i in range(s.num_layers))
+    d = att.head_dim
+    per_key = 6 * att.num_heads * 2 * d
+    assert (old - new) * B == pytest.approx(windowed * per_key * (4096 - att.sliding_window.size))
+    assert 0.09 < (old - new) / new < 0.11
