@@ -8,7 +8,9 @@ Conventions (see docs/accounting.md and the oracles in tests/test_accounting.py)
   default convention ("deepseek") counts the matmul weights a token touches (attention projections,
   dense FFN, top-k routed + shared experts, router, LM head; not the input embedding, not norms) plus
   causal attention 2 * n_h * (d_qk + d_v) * S / 2 per layer, MTP reported separately. Presets
-  reproduce Megatron-LM's and torchtitan's formulas and Kaplan's 6N.
+  reproduce Megatron-LM's num_floating_point_operations (training.py @ 001b00c2), torchtitan's 2026
+  formula (models/utils.py @ 01c01c88) and its 2025 one (@ 76dd118b), and Kaplan's 6N; a fixed-formula
+  preset refuses a switch it cannot apply.
 - Encoder-decoders: one "token" is one encoder position plus one decoder position (input and target
   sequences of the same length S); cross-attention attends S encoder positions.
 """
