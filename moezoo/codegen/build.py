@@ -83,6 +83,8 @@ def render(loaded: LoadedSpec, *, tiny: bool = False) -> BuildResult:
     env = environment()
     files: dict[str, str] = {}
     files["model.py"] = format_python(env.get_template("model.py.j2").render(c=ctx), "model.py")
+    if ctx["hf"] is not None:  # checkpoint conversion (Model.from_hf / save_hf) and the shared safetensors I/O
+        files["hf.py"] = format_python(env.get_template("hf.py.j2").render(c=ctx), "hf.py")
     train_template = templates_dir() / "train.py.j2"
     if train_template.exists():
         files["train.py"] = format_python(env.get_template("train.py.j2").render(c=ctx), "train.py")

@@ -1,13 +1,14 @@
-"""Checkpoint key maps: Hugging Face tensor names and layouts -> a generated model's parameters.
+"""Checkpoint key maps: Hugging Face tensor names and layouts <-> a generated model's parameters.
 
-`checkpoint_map(spec)` is computed here and printed by templates/partials/hf.py.j2 as one literal dict in
-the generated model.py (STYLE.md point 9), with only the layout conversions that model needs.
+`checkpoint_map(spec)` is computed here and printed by templates/hf.py.j2 as one literal dict in the build's
+hf.py (STYLE.md point 9), with only the layout conversions that model needs, the config.json that
+`moezoo export-hf` writes for the spec (for `Model.save_hf`), and which entries `save_hf` writes.
 
 Pattern syntax: `{i}` is a layer index, `{e}` an expert index. A target with several names (separated by
 spaces) receives the pieces of one fused tensor. Layer indices at or past `num_layers` are DeepSeek-V3's
 MTP modules (`model.layers.61` in the release): `layers.{i}.X` then means `mtp.{i - num_layers}.block.X`.
 
-Ops (the layout conversions):
+Ops (the layout conversions; `save_hf` applies the inverse):
   copy          same layout
   expert        one expert's matrix, stacked into the (E, out, in) parameter at index {e}
   chunk         (E, 2F, D) gate and up concatenated (transformers' fused gate_up_proj) -> gate, up
@@ -24,10 +25,18 @@ Ops (the layout conversions):
                 order; applied on every layer (a permutation shared by q and k leaves q.k unchanged on NoPE layers)
   same_as       a copy of another loaded tensor (Switch's encoder/decoder embed_tokens = shared.weight): checked
                 equal, not loaded twice
+
+Entries in `load_only` are accepted by `from_hf` but never written by `save_hf`: transformers' fused in-memory
+expert layout (what `safetensors.torch.save_file(hf_model.state_dict())` holds; `save_pretrained` writes the
+released per-expert names) and the name transformers gives Mixtral's router in memory. `copies` are tensors a
+release stores twice (DeepSeek-V3's MTP layer repeats the embedding and the head): written by `save_hf`,
+ignored on load.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from moezoo.spec.schema import GQASpec, MLASpec, ModelSpec
@@ -77,9 +86,11 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
         if (r.kind != "token_choice" or r.top_k != 1 or spec.moe.extra_dense_ffn or spec.moe.experts.num_shared
                 or spec.ffn.activation not in ("relu", "gelu", "silu") or spec.source_vocab_size):
             return None  # not something transformers' Switch class can hold
-        return _finish(spec, mt, _switch_keys(spec), [])
+        return _finish(spec, mt, _switch_keys(spec), [], [], [])
     keys: list[tuple[str, str, str]] = []
     ignored = ["model.layers.{i}.self_attn.rotary_emb.inv_freq", "model.rotary_emb.inv_freq"]
+    load_only: list[str] = []  # accepted by from_hf, not written by save_hf
+    copies: list[tuple[str, str]] = []  # written by save_hf as copies of a tensor, ignored on load
     att, moe = spec.attention, spec.moe
     dense = any(not spec.is_moe_layer(i) for i in range(spec.num_layers))
     L = "layers.{i}."
@@ -102,7 +113,7 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                  (F + "experts.down_proj", X + "w_down", "t")]
         keys += [(F + f"shared_expert.{w}_proj.weight", L + f"moe.shared.w_{w}.weight", "copy")
                  for w in ("gate", "up", "down")]
-        return _finish(spec, mt, keys, ignored)
+        return _finish(spec, mt, keys, ignored, load_only, copies)
     if mt == "dbrx":
         P = "transformer.blocks.{i}."
         keys += [
@@ -166,6 +177,7 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
             keys.append((P + "mlp.gate.weight", L + "moe.router.weight", "copy"))
             if mt in ("mixtral", "minimax"):  # the released name (transformers renames it to mlp.gate)
                 keys.append((P + "block_sparse_moe.gate.weight", L + "moe.router.weight", "copy"))
+                load_only.append(P + "mlp.gate.weight")
         if moe.balance.aux_free is not None and mt == "deepseek_v3":
             keys.append((P + "mlp.gate.e_score_correction_bias", L + "moe.router.e_score_correction_bias", "copy"))
         # routed experts: the released per-expert layout, and transformers' fused in-memory layout
@@ -181,8 +193,10 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
             prefix = "block_sparse_moe" if mixtral_like else "mlp"
             keys += [(P + f"{prefix}.experts.{{e}}.{hf}.weight", X + ours, "expert")
                      for hf, ours in zip(names, ("w_gate", "w_up", "w_down"))]
-            keys += [(P + "mlp.experts.gate_up_proj", f"{X}w_gate {X}w_up", "chunk"),
+            fused = [(P + "mlp.experts.gate_up_proj", f"{X}w_gate {X}w_up", "chunk"),
                      (P + "mlp.experts.down_proj", X + "w_down", "copy")]
+            keys += fused
+            load_only += [hf for hf, _, _ in fused]
         # shared experts
         if moe.experts.num_shared:
             hf_shared = "mlp.shared_expert." if mt == "qwen2_moe" else "mlp.shared_experts."
@@ -198,28 +212,38 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                      (P + "eh_proj.weight", M + "eh_proj.weight", "copy"),
                      (P + "shared_head.norm.weight", M + "norm.weight", "copy")]
             ignored += [P + "embed_tokens.weight", P + "shared_head.head.weight"]  # copies of the shared ones
-    return _finish(spec, mt, keys, ignored)
+            copies += [(P + "embed_tokens.weight", "embed.weight"), (P + "shared_head.head.weight", "head.weight")]
+    return _finish(spec, mt, keys, ignored, load_only, copies)
 
 
-def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored: list[str]) -> dict[str, Any]:
+def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored: list[str], load_only: list[str],
+            copies: list[tuple[str, str]]) -> dict[str, Any]:
     att = spec.attention
     if spec.embedding.tied:
         ignored.append("lm_head.weight")  # tied: the embedding is the head
+        # transformers ties Switch's stack embeddings to `shared` too and saves only shared.weight
+        load_only += [hf for hf, _, op in keys if op == "same_as"]
     else:
         keys.append(("lm_head.weight", "head.weight", "copy"))
     ops = sorted({op for _, _, op in keys})
+    saved = [(hf, op) for hf, _, op in keys if hf not in load_only]
+    config, config_error, no_mtp = _export(spec, mt)
     return {
         "model_type": mt,
         "keys": [{"hf": hf, "ours": ours, "op": op} for hf, ours, op in keys],
         "ignored": ignored,
+        "load_only": load_only,
+        "copies": [{"hf": hf, "ours": ours} for hf, ours in copies],
         "ops": ops,
+        "save_ops": sorted({"copy" if op == "same_as" else op for _, op in saved}),
         "mla": isinstance(att, MLASpec),
         "mtp": spec.mtp is not None and mt == "deepseek_v3",
+        "encdec": spec.is_encoder_decoder,
         # multimodal checkpoints (Llama 4) keep the text model under a prefix, beside towers this model has not
         "prefix": "language_model." if mt == "llama4_text" else None,
         "skip_prefixes": ("vision_model.", "multi_modal_projector.") if mt == "llama4_text" else (),
         # per-expert tensors as released, and transformers' fused in-memory ones, are both mapped
-        "both_layouts": any(op == "expert" for _, _, op in keys) and any(op in ("chunk", "t") for _, _, op in keys),
+        "both_layouts": bool(load_only) and any(op == "expert" for _, _, op in keys),
         "released_layout": {
             "mixtral": "per-expert w1/w3/w2 under block_sparse_moe",
             "minimax": "per-expert w1/w3/w2 under block_sparse_moe",
@@ -228,4 +252,51 @@ def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored:
             "switch_transformers": "T5 names, one wi/wo pair per expert",
             "llama4_text": "fused experts: gate_up_proj (E, D, 2F) and down_proj (E, F, D), used as x @ w",
         }.get(mt, "one tensor per expert"),
+        # config.json for save_hf: exactly what `moezoo export-hf` writes (a Python literal), or why there is none
+        "config": config,
+        "config_error": config_error,
+        # DeepSeek-V3 loaded without its MTP modules: the config.json keys that change (None: not expressible)
+        "no_mtp_config": no_mtp,
     }
+
+
+def _export(spec: ModelSpec, mt: str) -> tuple[str | None, str | None, str | None]:
+    """(config.json of `moezoo export-hf` as a Python literal, or None with the reason; the no-MTP changes)."""
+    from moezoo.hf.convert import HFError, config_json, export_spec
+
+    try:
+        config = json.loads(config_json(export_spec(spec, mt).config))  # the key order export-hf writes
+    except HFError as exc:
+        return None, f"moezoo export-hf cannot write a {mt} config.json for this spec: " + "; ".join(exc.messages), None
+    try:
+        literal = py_literal(config)
+    except ValueError as exc:
+        return None, f"the {mt} config.json of this spec is not plain JSON ({exc})", None
+    no_mtp = None
+    if spec.mtp is not None and mt == "deepseek_v3":
+        try:
+            without = json.loads(config_json(export_spec(spec.model_copy(update={"mtp": None}), mt).config))
+        except HFError:
+            without = None
+        if without is not None and list(without) == list(config):
+            no_mtp = py_literal({k: v for k, v in without.items() if v != config[k]})
+    return literal, None, no_mtp
+
+
+def py_literal(value: Any) -> str:
+    """A JSON value as Python source; strings through ascii(), so no spec text reaches the file unescaped."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a JSON number")
+        return repr(value)
+    if isinstance(value, str):
+        return ascii(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{ascii(str(k))}: {py_literal(v)}" for k, v in value.items()) + "}"
+    raise ValueError(f"{type(value).__name__} is not a JSON value")
