@@ -7,15 +7,35 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from moezoo import __version__
 from moezoo.spec import LoadedSpec, SpecError, load_spec
 from moezoo.zoo import resolve_spec, zoo_specs
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+
+class LazyConsole:
+    """A rich Console made on first use: rich costs about 0.1 s to import, and `report --json`, `build` or
+    `--help` print nothing through it."""
+
+    def __init__(self, **options) -> None:
+        self.options, self.console = options, None
+
+    def __getattr__(self, name: str):
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(**self.options)
+        return getattr(self.console, name)
+
+
+def Table(*args, **kwargs):  # noqa: N802 - rich's Table, imported when a command draws one
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
+
+
+err_console = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
+out_console = LazyConsole(highlight=False, soft_wrap=True)
 
 SET_HELP = "Override a spec field, e.g. --set moe.router.top_k=4 (typed and validated like the file). Repeatable."
 

@@ -134,6 +134,12 @@ def make_layout(spec: ModelSpec, *, gpus: int | None = None, tp: int = 1, pp: in
         raise PlanError(f"--tp {tp} does not divide the {heads} attention heads")
     if isinstance(att, GQASpec) and (att.num_kv_heads or heads) % tp:
         raise PlanError(f"--tp {tp} does not divide the {att.num_kv_heads} KV heads")
+    widths = [("dense FFN width", spec.ffn.hidden_dim)]
+    if spec.moe is not None:
+        widths.append(("expert width", spec.moe.experts.hidden_dim))
+    for what, width in widths:
+        if width % tp:
+            raise PlanError(f"--tp {tp} does not divide the {what} {width}")
     if seq_len % cp:
         raise PlanError(f"--cp {cp} does not divide --seq-len {seq_len}")
     moe = spec.moe

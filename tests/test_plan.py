@@ -282,6 +282,7 @@ def test_device_limited_routing_caps_copies_at_m():
     (dict(gpus=2, pp=2, pp_layers="32,0"), "leaves a stage empty"),
     (dict(gpus=2, pp=2, pp_layers="16,15"), "sums to 31"),
     (dict(gpus=6, tp=6), "does not divide the 32 attention heads"),
+    (dict(gpus=16, tp=16, seq_len=4096), "does not divide the 8 KV heads"),
     (dict(gpus=8, global_batch=12), "not a multiple of micro-batch x dp"),
     (dict(gpus=8, dp=4), "disagrees with --gpus"),
 ])
@@ -329,6 +330,19 @@ def test_cli_plan_plots(monkeypatch, capsys, tmp_path):
     assert code == 0
     for name in ("mixtral_8x7b_plan_memory.png", "mixtral_8x7b_seq_len.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_table_is_the_cli_choice_list():
+    from moezoo.cli import GPU_CHOICES
+
+    assert set(GPU_CHOICES) == set(GPUS)
+    assert all(size >= 40 * 10**9 and source for size, source in GPUS.values())
+
+
+def test_tp_must_divide_the_expert_width():
+    spec = zoo("mixtral_8x7b", "moe.experts.hidden_dim=14337")
+    with pytest.raises(PlanError, match="does not divide the expert width 14337"):
+        make_layout(spec, gpus=2, tp=2)
 
 
 def test_cli_import_does_not_load_the_planner():
