@@ -34,8 +34,8 @@ from moezoo.spec.schema import ExpertChoiceRouter, GQASpec, MLASpec, ModelSpec, 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 RECOMPUTE = ("none", "selective", "full")
 
-# Memory of one GPU in bytes, as the vendor's datasheet states it (decimal GB). nvidia-smi reports a little
-# more (an "80GB" H100 shows 81,559 MiB), so a plan that fits these figures fits the card.
+# Memory of one GPU in bytes, as the vendor's datasheet states it (decimal GB). What the driver reports as
+# usable differs a little from the datasheet figure and is not measured here.
 GPUS: dict[str, tuple[int, str]] = {
     "a100-40gb": (40 * 10**9, "NVIDIA A100 datasheet: 40GB HBM2"),
     "a100-80gb": (80 * 10**9, "NVIDIA A100 datasheet: 80GB HBM2e"),
