@@ -40,7 +40,7 @@ GPUS: dict[str, tuple[int, str]] = {
     "a100-40gb": (40 * 10**9, "NVIDIA A100 datasheet: 40GB HBM2"),
     "a100-80gb": (80 * 10**9, "NVIDIA A100 datasheet: 80GB HBM2e"),
     "h100": (80 * 10**9, "NVIDIA H100 datasheet: H100 SXM / PCIe 80GB"),
-    "h800": (80 * 10**9, "DeepSeek-V3 report section 3.1: H800, 80GB as the H100 SXM"),
+    "h800": (80 * 10**9, "NVIDIA H800 datasheet: 80GB HBM3 (the GPU of DeepSeek-V3's cluster)"),
     "h200": (141 * 10**9, "NVIDIA H200 datasheet: 141GB HBM3e"),
     "b200": (180 * 10**9, "NVIDIA DGX B200 datasheet: 1,440GB over 8 GPUs"),
     "mi300x": (192 * 10**9, "AMD Instinct MI300X datasheet: 192GB HBM3"),
