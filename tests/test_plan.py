@@ -361,3 +361,24 @@ def test_stage_params_add_up():
     assert total == 671_026_404_352 + 11_610_067_968
     st = state_bytes(stage_params(spec, lay)[0], lay)
     assert set(st) == {"weights", "gradients", "optimizer"}
+
+
+@pytest.mark.parametrize("args", [
+    ("deepseek_v3", "--gpus", "2048", "--pp", "16", "--pp-layers", V3_STAGES, "--ep", "64", "--zero", "1",
+     "--recompute", "full", "--micro-batch", "1", "--seq-len", "4096", "--global-batch", "15360", "--gpu", "h800"),
+    ("mixtral_8x7b", "--gpus", "16", "--tp", "2", "--ep", "8", "--zero", "1", "--recompute", "selective",
+     "--micro-batch", "1", "--seq-len", "4096", "--global-batch", "512"),
+])
+def test_docs_planning_quotes_real_runs(monkeypatch, capsys, args):
+    """docs/planning.md pastes these two runs (at 100 columns); a change of the planner must update it."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    import moezoo.cli as cli
+
+    monkeypatch.setattr(cli, "out_console", Console(highlight=False, soft_wrap=True, width=100))
+    code, out, _ = run(monkeypatch, capsys, "plan", *args)
+    assert code == 0
+    quoted = "\n".join(("    " + line) if line else "" for line in out.rstrip("\n").splitlines())
+    assert quoted in (Path(__file__).resolve().parent.parent / "docs" / "planning.md").read_text()
