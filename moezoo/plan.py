@@ -28,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from moezoo.graph import EMBEDDING, LM_HEAD, ROUTER, lower
+from moezoo.graph import EMBEDDING, ROUTER, lower
 from moezoo.spec.schema import ExpertChoiceRouter, GQASpec, MLASpec, ModelSpec, TokenChoiceRouter
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}

@@ -559,7 +559,7 @@ def test_torchtitan_counts_the_tied_head():
 def test_torchtitan_versions_differ_on_sliding_windows():
     """torchtitan's 2026 quadratic_attention_flops_per_token attends min(S, window) keys on sliding-window
     layers; the 2025 formula charged S on every layer. gpt-oss (window 128 on half its layers) is ~10 % apart."""
-    s, g, p = accounted("gpt_oss_120b")
+    s, _, _ = accounted("gpt_oss_120b")
     new, old = train_gflops("gpt_oss_120b", "torchtitan"), train_gflops("gpt_oss_120b", "torchtitan-2025")
     att = s.attention
     windowed = sum(att.sliding_window.layers.selects(i) for i in range(s.num_layers))

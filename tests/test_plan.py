@@ -163,7 +163,7 @@ def test_weights_and_optimizer_megatron_deepseek_v3():
 
 def test_zero_stages_shard_what_they_say():
     spec = zoo("mixtral_8x7b")
-    base = dict(gpus=16, ep=8)
+    base = {"gpus": 16, "ep": 8}
     by = {z: plan(spec, make_layout(spec, zero=z, **base))["per_gpu"] for z in (0, 1, 2, 3)}
     p = by[0]["params"]
     dense, expert = p["dense"], p["expert"]
@@ -184,7 +184,7 @@ def test_zero_stages_shard_what_they_say():
 def test_activations_per_layer_korthikanti(tp):
     spec = load_spec_text(GPT).spec
     s, b, h, a = 2048, 4, spec.model_dim, spec.attention.num_heads
-    kw = dict(gpus=tp, tp=tp, micro_batch=b, seq_len=s, dropout=True)
+    kw = {"gpus": tp, "tp": tp, "micro_batch": b, "seq_len": s, "dropout": True}
     lay = make_layout(spec, recompute="none", **kw)
     none = sum(layer_activations(spec, 0, lay).values())
     assert none == pytest.approx((34 * s * b * h + 5 * a * s * s * b) / tp)
@@ -274,17 +274,17 @@ def test_device_limited_routing_caps_copies_at_m():
 
 
 @pytest.mark.parametrize("kw, words", [
-    (dict(gpus=10, tp=4), "not a multiple"),
-    (dict(gpus=8, ep=3), "does not divide the 8 routed experts"),
-    (dict(gpus=4, ep=8), "does not divide dp x cp"),
-    (dict(gpus=3, pp=3), "does not divide the 32 layers"),
-    (dict(gpus=64, pp=64), "leaves a stage empty"),
-    (dict(gpus=2, pp=2, pp_layers="32,0"), "leaves a stage empty"),
-    (dict(gpus=2, pp=2, pp_layers="16,15"), "sums to 31"),
-    (dict(gpus=6, tp=6), "does not divide the 32 attention heads"),
-    (dict(gpus=16, tp=16, seq_len=4096), "does not divide the 8 KV heads"),
-    (dict(gpus=8, global_batch=12), "not a multiple of micro-batch x dp"),
-    (dict(gpus=8, dp=4), "disagrees with --gpus"),
+    ({"gpus": 10, "tp": 4}, "not a multiple"),
+    ({"gpus": 8, "ep": 3}, "does not divide the 8 routed experts"),
+    ({"gpus": 4, "ep": 8}, "does not divide dp x cp"),
+    ({"gpus": 3, "pp": 3}, "does not divide the 32 layers"),
+    ({"gpus": 64, "pp": 64}, "leaves a stage empty"),
+    ({"gpus": 2, "pp": 2, "pp_layers": "32,0"}, "leaves a stage empty"),
+    ({"gpus": 2, "pp": 2, "pp_layers": "16,15"}, "sums to 31"),
+    ({"gpus": 6, "tp": 6}, "does not divide the 32 attention heads"),
+    ({"gpus": 16, "tp": 16, "seq_len": 4096}, "does not divide the 8 KV heads"),
+    ({"gpus": 8, "global_batch": 12}, "not a multiple of micro-batch x dp"),
+    ({"gpus": 8, "dp": 4}, "disagrees with --gpus"),
 ])
 def test_invalid_layouts(kw, words):
     with pytest.raises(PlanError, match=words):
@@ -325,7 +325,7 @@ def test_cli_plan_text_and_errors(monkeypatch, capsys):
 
 
 def test_cli_plan_plots(monkeypatch, capsys, tmp_path):
-    code, _, err = run(monkeypatch, capsys, "plan", "mixtral_8x7b", "--gpus", "8", "--ep", "8", "--plot",
+    code, _, _err = run(monkeypatch, capsys, "plan", "mixtral_8x7b", "--gpus", "8", "--ep", "8", "--plot",
                        str(tmp_path))
     assert code == 0
     for name in ("mixtral_8x7b_plan_memory.png", "mixtral_8x7b_seq_len.png"):
@@ -375,7 +375,7 @@ def test_docs_planning_quotes_real_runs(monkeypatch, capsys, args):
 
     from rich.console import Console
 
-    import moezoo.cli as cli
+    from moezoo import cli
 
     monkeypatch.setattr(cli, "out_console", Console(highlight=False, soft_wrap=True, width=100))
     code, out, _ = run(monkeypatch, capsys, "plan", *args)
