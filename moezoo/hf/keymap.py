@@ -91,6 +91,7 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
     ignored = ["model.layers.{i}.self_attn.rotary_emb.inv_freq", "model.rotary_emb.inv_freq"]
     load_only: list[str] = []  # accepted by from_hf, not written by save_hf
     copies: list[tuple[str, str]] = []  # written by save_hf as copies of a tensor, ignored on load
+    save_if: dict[str, str] = {}  # written by save_hf only in layers that have this tensor too
     att, moe = spec.attention, spec.moe
     dense = any(not spec.is_moe_layer(i) for i in range(spec.num_layers))
     L = "layers.{i}."
@@ -167,6 +168,9 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                      (A + "out_proj.weight", L + "attn.wo.weight", "copy")]
             # transformers keeps the decay rates as buffers; the generated model computes them
             ignored += [A + f"{b}" for b in ("slope_rate", "query_decay", "key_decay", "diagonal_decay")]
+            # both kinds of layer name their output projection attn.wo: save tells them apart by their inputs
+            save_if[A + "o_proj.weight"] = L + "attn.wq.weight"
+            save_if[A + "out_proj.weight"] = L + "attn.wqkv.weight"
         if dense:
             keys += [(P + f"mlp.{w}_proj.weight", L + f"ffn.w_{w}.weight", "copy") for w in ("gate", "up", "down")]
         # router
@@ -213,11 +217,11 @@ def checkpoint_map(spec: ModelSpec) -> dict[str, Any] | None:
                      (P + "shared_head.norm.weight", M + "norm.weight", "copy")]
             ignored += [P + "embed_tokens.weight", P + "shared_head.head.weight"]  # copies of the shared ones
             copies += [(P + "embed_tokens.weight", "embed.weight"), (P + "shared_head.head.weight", "head.weight")]
-    return _finish(spec, mt, keys, ignored, load_only, copies)
+    return _finish(spec, mt, keys, ignored, load_only, copies, save_if)
 
 
 def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored: list[str], load_only: list[str],
-            copies: list[tuple[str, str]]) -> dict[str, Any]:
+            copies: list[tuple[str, str]], save_if: dict[str, str] | None = None) -> dict[str, Any]:
     att = spec.attention
     if spec.embedding.tied:
         ignored.append("lm_head.weight")  # tied: the embedding is the head
@@ -234,6 +238,7 @@ def _finish(spec: ModelSpec, mt: str, keys: list[tuple[str, str, str]], ignored:
         "ignored": ignored,
         "load_only": load_only,
         "copies": [{"hf": hf, "ours": ours} for hf, ours in copies],
+        "save_if": [{"hf": hf, "ours": ours} for hf, ours in (save_if or {}).items()],
         "ops": ops,
         "save_ops": sorted({"copy" if op == "same_as" else op for _, op in saved}),
         "mla": isinstance(att, MLASpec),
