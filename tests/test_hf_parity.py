@@ -9,6 +9,8 @@ the family, ours (pooled over layers, `layer_reduction: hf_pooled`) must equal r
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -346,6 +348,166 @@ def test_deepseek_v3_mtp_layer_maps_onto_the_mtp_module(tmp_path):
         model = module.Model(module.ModelConfig())
     with pytest.raises(ValueError, match=r"mtp\.0\.eh_proj\.weight"):
         model.load_hf_state_dict(sd)
+
+
+def test_deepseek_v3_saved_by_transformers_without_mtp_tensors_loads_without_mtp(tmp_path, capsys, monkeypatch):
+    """Issue 11 item 7. transformers keeps num_nextn_predict_layers: 1 in config.json but builds and saves no MTP
+    module. from_hf loads the main model and drops MTP (mtp_depth=0) with one warning line that says what to do;
+    the logits equal transformers' and training losses work; save_hf then writes num_nextn_predict_layers 0.
+    Asking for MTP explicitly (mtp_depth=1) is an error that names the missing tensors and the fix."""
+    import warnings
+
+    # every field the test relies on set explicitly (transformers 5.24 changed defaults)
+    config = {**CASES["deepseek_v3"], "num_hidden_layers": 3, "num_nextn_predict_layers": 1, "rope_interleave": True,
+              "tie_word_embeddings": False}
+    monkeypatch.setitem(CASES, "deepseek_v3+saved_with_mtp_config", config)
+    hf = hf_model("deepseek_v3+saved_with_mtp_config")
+    hf.save_pretrained(tmp_path / "checkpoint")
+    assert json.loads((tmp_path / "checkpoint" / "config.json").read_text())["num_nextn_predict_layers"] == 1
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "checkpoint" / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("model.layers.3.")]  # no MTP tensors were written
+    module, _ = import_and_build(tmp_path / "checkpoint", tmp_path, capsys)
+    assert module.ModelConfig().mtp_depth == 1  # the spec keeps the release's MTP module
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = module.Model.from_hf(tmp_path / "checkpoint").eval()
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert "\n" not in message and "no MTP tensors" in message and "mtp_depth=0" in message
+    assert str(tmp_path / "checkpoint") in message and caught[0].filename == __file__  # points at the caller
+    assert ours.config.mtp_depth == 0 and len(ours.mtp) == 0
+    expected = _logits(hf)
+    assert (_logits(ours) - expected).abs().max() < 1e-4
+    tokens = torch.randint(0, VOCAB, (2, SEQ))
+    out = ours(tokens, labels=tokens)
+    assert torch.isfinite(out.loss) and float(out.losses.get("mtp", 0.0)) == 0.0  # no MTP module, no MTP loss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said explicitly: no warning
+        quiet = module.Model.from_hf(tmp_path / "checkpoint", mtp_depth=0)
+    assert (_logits(quiet.eval()) - expected).abs().max() < 1e-4
+    with pytest.raises(ValueError, match=r"(?s)mtp\.0\.eh_proj\.weight.*load it with mtp_depth=0"):
+        module.Model.from_hf(tmp_path / "checkpoint", mtp_depth=1)
+
+    ours.save_hf(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert saved["num_nextn_predict_layers"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the saved config says no MTP, and the spec imported from it has none
+        again = module.Model.from_hf(tmp_path / "saved", mtp_depth=0)
+    assert torch.equal(_logits(again.eval()), _logits(ours))
+
+
+# --------------------------------------------------------------------------- bad checkpoints (issue 18)
+
+
+def _bad_checkpoint(mixtral_checkpoint, tmp_path, change) -> tuple[Path, dict]:
+    """The tiny Mixtral checkpoint with `change(state_dict)` applied, written to tmp_path/bad/model.safetensors."""
+    from safetensors.torch import save_file
+
+    path, module, _ = mixtral_checkpoint
+    sd = module.Model.hf().read_safetensors(path / "model.safetensors")
+    change(sd)
+    (tmp_path / "bad").mkdir()
+    save_file(sd, str(tmp_path / "bad" / "model.safetensors"))
+    return tmp_path / "bad" / "model.safetensors", sd
+
+
+def test_expert_index_beyond_the_model_is_a_named_error(mixtral_checkpoint, tmp_path):
+    E1 = "model.layers.0.block_sparse_moe.experts.1.w1.weight"
+    file, _ = _bad_checkpoint(mixtral_checkpoint, tmp_path, lambda sd: sd.update(
+        {E1.replace("experts.1.", "experts.9."): sd[E1].clone()}))
+    with pytest.raises(ValueError) as err:
+        mixtral_checkpoint[1].Model.from_hf(file.parent)
+    assert f"{file}: model.layers.0.block_sparse_moe.experts.9.w1.weight (expert 9: this model has 6 experts)" in str(
+        err.value)
+
+
+def test_integer_tensor_where_a_weight_belongs_is_a_named_error(mixtral_checkpoint, tmp_path):
+    file, _ = _bad_checkpoint(mixtral_checkpoint, tmp_path, lambda sd: sd.update(
+        {"model.norm.weight": torch.arange(64)}))
+    with pytest.raises(ValueError) as err:
+        mixtral_checkpoint[1].Model.from_hf(file.parent)
+    assert f"{file}: model.norm.weight: torch.int64 where torch.float32 belongs" in str(err.value)
+
+
+def test_the_same_tensor_in_two_shards_is_an_error_not_last_wins(mixtral_checkpoint, tmp_path):
+    """With or without the index: the second file that holds a name is named with the first, before any read."""
+    from safetensors.torch import save_file
+
+    path, module, _ = mixtral_checkpoint
+    sd = module.Model.hf().read_safetensors(path / "model.safetensors")
+    names = sorted(sd)
+    (tmp_path / "dup").mkdir()
+    first, second = tmp_path / "dup" / "model-00001-of-00002.safetensors", tmp_path / "dup" / "model-00002-of-00002.safetensors"
+    save_file({k: sd[k] for k in names[: len(names) // 2]}, str(first))
+    dup = names[0]  # in the first shard, and (changed) in the second too
+    save_file({k: sd[k] + 1 if k == dup else sd[k] for k in names[len(names) // 2 :] + [dup]}, str(second))
+    message = f"{second}: tensor {dup} is also in {first}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        module.Model.from_hf(tmp_path / "dup")
+    weight_map = {k: first.name for k in names[: len(names) // 2]} | {k: second.name for k in names[len(names) // 2 :]}
+    (tmp_path / "dup" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        module.Model.from_hf(tmp_path / "dup")
+
+
+def test_a_float16_tensor_in_a_float32_checkpoint_is_refused_unless_a_dtype_is_given(mixtral_checkpoint, tmp_path):
+    """Decision: no silent mixed dtypes (they fail at the first matmul). Without dtype= the odd tensor is named;
+    with dtype=torch.float32 every tensor is converted and the model equals one whose weight was rounded alike."""
+    Q = "model.layers.1.self_attn.q_proj.weight"
+    file, sd = _bad_checkpoint(mixtral_checkpoint, tmp_path, lambda sd: sd.update({Q: sd[Q].half()}))
+    path, module, _ = mixtral_checkpoint
+    with pytest.raises(ValueError) as err:
+        module.Model.from_hf(file.parent)
+    assert (f"{file}: {Q}: torch.float16, the rest torch.float32 (pass dtype= to convert every tensor to one dtype)"
+            in str(err.value))
+    converted = module.Model.from_hf(file.parent, dtype=torch.float32).eval()
+    assert {p.dtype for p in converted.parameters()} == {torch.float32}
+    reference = module.Model.from_hf(path).eval()
+    with torch.no_grad():
+        reference.layers[1].attn.wq.weight.copy_(sd[Q].float())
+    assert torch.equal(_logits(converted), _logits(reference))
+
+
+def test_missing_and_corrupt_files_are_named_errors(mixtral_checkpoint, tmp_path):
+    path, module, _ = mixtral_checkpoint
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'nowhere'}: no such checkpoint file or directory")):
+        module.Model.from_hf(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'empty'}: no .safetensors files")):
+        module.Model.from_hf(tmp_path / "empty")
+    index = tmp_path / "indexed" / "model.safetensors.index.json"
+    index.parent.mkdir()
+    index.write_text(json.dumps({"weight_map": {"model.norm.weight": "model-00001-of-00001.safetensors"}}))
+    with pytest.raises(ValueError, match=re.escape(f"{index}: names model-00001-of-00001.safetensors, which is not")):
+        module.Model.from_hf(index.parent)
+    index.write_text("{not json")
+    with pytest.raises(ValueError, match=re.escape(f"{index}: not a safetensors index")):
+        module.Model.from_hf(index.parent)
+    data = (path / "model.safetensors").read_bytes()
+    truncated = tmp_path / "truncated" / "model.safetensors"
+    truncated.parent.mkdir()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=re.escape(f"{truncated}: not a readable safetensors file")):
+        module.Model.from_hf(truncated.parent)
+    truncated.write_bytes(b"\x07")
+    with pytest.raises(ValueError, match=re.escape(f"{truncated}: not a readable safetensors file")):
+        module.Model.from_hf(truncated)
+
+
+def test_a_failed_load_leaves_a_live_model_unchanged(mixtral_checkpoint):
+    path, module, _ = mixtral_checkpoint
+    model = module.Model(module.ModelConfig())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sd = module.Model.hf().read_safetensors(path / "model.safetensors")
+    sd["model.norm.weight"] = torch.arange(64)  # the last problem found; every other tensor is fine
+    with pytest.raises(ValueError, match="torch.int64 where torch.float32 belongs"):
+        model.load_hf_state_dict(sd)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 # --------------------------------------------------------------------------- Switch Transformers (encoder-decoder)
