@@ -155,11 +155,12 @@ def test_save_hf_shards_like_transformers(tmp_path, capsys):
         assert torch.equal(module.Model.from_hf(tmp_path / "sharded").eval()(tokens).logits, ours(tokens).logits)
 
 
-def train_checkpoint(module, model, step_dir: Path) -> None:
-    """What train.py writes: model.safetensors of Model.state_dict() (write_safetensors) + config.json."""
+def train_checkpoint(model, step_dir: Path) -> None:
+    """What train.py writes: model.safetensors of Model.state_dict(), and state.json with the ModelConfig."""
     step_dir.mkdir(parents=True)
     model.hf().write_safetensors(step_dir / "model.safetensors", model.state_dict())
-    (step_dir / "config.json").write_text(json.dumps(asdict(model.config), indent=2) + "\n")
+    run = {"step": 10, "world": 1, "config": asdict(model.config), "args": {}}
+    (step_dir / "state.json").write_text(json.dumps(run, indent=1) + "\n")
 
 
 def test_hf_py_export_turns_a_train_checkpoint_into_a_transformers_checkpoint(tmp_path, capsys):
@@ -169,7 +170,7 @@ def test_hf_py_export_turns_a_train_checkpoint_into_a_transformers_checkpoint(tm
     hf_py = Path(module.__file__).with_name("hf.py")
     ours = perturbed(module)
     run = tmp_path / "run"
-    train_checkpoint(module, ours, run / "ckpt" / "step_000010")
+    train_checkpoint(ours, run / "ckpt" / "step_000010")
     (run / "ckpt" / "latest").write_text("step_000010\n")
     done = subprocess.run([sys.executable, str(hf_py), "export", str(run), str(tmp_path / "out")],
                           capture_output=True, text=True)
