@@ -456,9 +456,10 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
         train[f"attn_{part}"] = "(" + "".join(f"({py(coef)}, {py(w)}, {py(m)}), " for (w, m), coef in pairs) + ")"
     c["train"] = train
 
-    # -- Hugging Face checkpoints (templates/partials/hf.py.j2) --------------------------------------------
-    # The literal HF -> model key map for the spec's reference.hf_model_type, computed in moezoo.hf.keymap;
-    # None when the spec names no transformers model_type the loader knows (no from_hf is emitted then).
+    # -- Hugging Face checkpoints (templates/hf.py.j2, and the thin methods of templates/partials/hf.py.j2) --
+    # The literal HF -> model key map for the spec's reference.hf_model_type, its layout conversions and the
+    # config.json export-hf writes, computed in moezoo.hf.keymap; None when the spec names no transformers
+    # model_type the loader knows (no hf.py, no from_hf / save_hf are emitted then).
     from moezoo.hf.keymap import checkpoint_map
 
     c["hf"] = checkpoint_map(spec)
