@@ -326,7 +326,7 @@ class Work:
     def train(self) -> None:
         if self.optimizer is None:
             self.model.train()
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5, foreach=True)
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5, fused=True)
         with self.autocast():
             if self.side == "transformers":
                 loss = self.call(input_ids=self.ids, labels=self.ids, use_cache=False).loss
@@ -387,12 +387,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter  # main() sets it from --clock
+
+
 def timed(fn, device: str) -> float:
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def interleaved(fa, fb, repeats: int, device: str, warmup: int = 1) -> tuple[list[float], list[float]]:
@@ -530,10 +534,25 @@ def environment(args) -> str:
     except (OSError, StopIteration):
         pass
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU {cpu}, {os.cpu_count()} cores"
+    moezoo = "moezoo"
+    spec = importlib.util.find_spec("moezoo")
+    if spec is not None and spec.origin:  # which code generated the model: the commit of a git checkout, if any
+        root = Path(spec.origin).parent.parent
+        head = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%h"], check=False, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "moezoo", "templates"],
+            check=False,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        moezoo = f"moezoo {head or '(not a git checkout)'}{' + uncommitted changes' if dirty else ''} ({root})"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"{dev}; torch {torch.__version__}, transformers {transformers.__version__}; threads "
-        f"{torch.get_num_threads()}; float32 weights, autocast {args.autocast}; load average at start {load:.2f}"
+        f"{dev}; {moezoo}; torch {torch.__version__}, transformers {transformers.__version__}; threads "
+        f"{torch.get_num_threads()}; float32 weights, autocast {args.autocast}; {args.clock} clock; load average at "
+        f"start {load:.2f}"
     )
 
 
@@ -641,6 +660,13 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time both sides under torch.compile (train, prefill)"
     )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default=None,
+        help="cpu: this process's CPU time (default with one CPU thread: other jobs on a shared machine then barely "
+        "move the figures); wall: elapsed time (default otherwise, and the only sensible clock with threads > 1)",
+    )
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     parser.add_argument("--device", default=None)
     parser.add_argument("--autocast", choices=["none", "bf16"], default=None)
@@ -660,6 +686,9 @@ def main() -> None:
     args.prompts = [int(p) for p in args.prompts.split(",") if p]
     args.works = args.works.split(",")
     args.modes = ["eager", "compile"] if args.compile else ["eager"]
+    args.clock = args.clock or ("cpu" if args.threads == 1 and args.device == "cpu" else "wall")
+    global clock
+    clock = CLOCK[args.clock]
     if args.child:
         child_memory(args)
         return
@@ -681,6 +710,7 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(r for r in rows if r.startswith("|")))
     print("\n".join(r for r in rows if r.startswith("-")))
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
