@@ -1,12 +1,16 @@
-"""Generated train.py: runs for every buildable spec, learns, resumes exactly, survives a crash while
-checkpointing, and gives the single-process numbers under torchrun (data and expert parallel, gloo on CPU).
+"""Generated train.py: one file for every spec, runs for every buildable spec, learns, resumes exactly (and
+refuses to resume a changed run), survives a crash while checkpointing, fine-tunes a transformers checkpoint
+with parts frozen, balances over the global batch, and gives the single-process numbers under torchrun (data
+and expert parallel, gloo on CPU).
 
 Expected figures and where they come from:
 - the unigram entropy of the shipped corpus's training part, 2.9795 nats/byte (train.py prints it;
   data/README.md); a model that learnt anything beyond byte frequencies evaluates well below it;
 - bitwise equality for stop/resume on CPU with a fixed seed (the data order is a function of (seed, step));
-- torchrun vs one process within 1e-4 over 10 steps (the issue's bound; the same micro-batches are used, so
-  only the order of floating-point reductions differs).
+- torchrun vs one process within 1e-5 over 10 steps (issue 12's bound; the same micro-batches are used, so
+  only the order of floating-point reductions differs);
+- --balance-scope global: f_i of the whole step and P_i of each micro-batch, averaged over equal micro-batches,
+  is algebraically the loss of one micro-batch of the whole batch (Qiu et al. 2025); float rounding only.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from moezoo.codegen import BuildError, render, write
 from moezoo.codegen.context import unsupported
@@ -106,9 +112,20 @@ def test_the_build_ships_the_trainer_and_its_corpus(tiny):
     assert (build / "corpus.txt").read_bytes() == (REPO / "data" / "corpus.txt").read_bytes()
     source = (build / "train.py").read_text()
     imports = [line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert set(imports) <= {"__future__", "argparse", "csv", "ctypes", "json", "math", "os", "random",
-                            "shutil", "struct", "sys", "time", "dataclasses", "pathlib", "torch", "model"}, imports
+    assert set(imports) <= {"__future__", "argparse", "csv", "importlib", "json", "math", "os", "shutil", "sys", "time",
+                            "dataclasses", "pathlib", "torch", "model", "safetensors"}, imports
     assert "torchrun --nproc_per_node" in source  # the docstring shows the launch commands
+    for banned in ("__name__.endswith", ".forward =", "torch.load", "import pickle"):  # no class-name lookups or patching
+        assert banned not in source, banned
+
+
+def test_one_trainer_for_every_spec_in_at_most_600_lines(tiny):
+    """Issue 12: the zoo's train.py copies are byte-identical, and the file has at most 600 non-blank lines
+    (1,017-1,065 per spec before; nanoGPT's train.py: 336)."""
+    sources = {name: (tiny(name) / "train.py").read_bytes() for name in BUILDABLE}
+    assert len(set(sources.values())) == 1, [n for n in sources if sources[n] != sources[BUILDABLE[0]]]
+    lines = [line for line in sources[BUILDABLE[0]].decode().splitlines() if line.strip()]
+    assert len(lines) <= 600, len(lines)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +170,11 @@ def test_every_trainer_documents_its_arguments_and_runs_three_steps(name, tiny, 
     assert "load max/mean" in stdout
     assert (out / "ckpt" / "latest").read_text().strip() == "step_000003"
     assert (out / "expert_load.csv").exists()
-    assert (out / "expert_load.png").exists() or "heatmap skipped" in stdout
+    summary = [line for line in stdout.splitlines() if line.startswith("summary: ")]
+    assert len(summary) == 1 and "steps 1..3 in" in summary[0] and "384 tokens" in summary[0], summary  # 3 steps x 4 x 32
+    assert f"eval loss {float(rows[-1]['eval_loss']):.4f}" in summary[0] and "tok/s" in summary[0]
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "loss.png").stat().st_size > 0 and (out / "expert_load.png").stat().st_size > 0
 
 
 def test_two_hundred_steps_learn_well_below_the_unigram_entropy(tiny, tmp_path):
@@ -191,7 +212,8 @@ def test_switch_span_corruption_learns_and_drops_fewer_tokens_as_the_balance_los
     assert float(rows[-1]["eval_loss"]) < float(rows[99]["eval_loss"])
     early, late = mean("dropped_fraction", 11, 50), mean("dropped_fraction", 181, 200)
     assert late < 0.5 * early and late < 0.4, (early, late)
-    assert mean("load_max_over_mean.layermoe0", 181, 200) < mean("load_max_over_mean.layermoe0", 11, 50)
+    first = "load_max_over_mean.encoder.layers.1"  # the first MoE layer
+    assert mean(first, 181, 200) < mean(first, 11, 50)
 
 
 def test_stop_and_resume_gives_bitwise_the_same_run(tiny, tmp_path):
@@ -207,16 +229,14 @@ def test_stop_and_resume_gives_bitwise_the_same_run(tiny, tmp_path):
     for a, b in zip(straight, split):
         for key in ("loss", "lm", "mtp", "seq_aux", "eval_loss", "grad_norm", "lr", "load_max_over_mean"):
             assert a[key] == b[key], (a["step"], key, a[key], b[key])  # printed floats: bitwise equal
-    trainer = import_trainer(build)
-    w1 = trainer.load_safetensors(tmp_path / "straight" / "ckpt" / "step_000040" / "model.safetensors")
-    w2 = trainer.load_safetensors(tmp_path / "split" / "ckpt" / "step_000040" / "model.safetensors")
-    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
-    assert any(k.endswith("e_score_correction_bias") and w1[k].abs().sum() > 0 for k in w1)  # the bias moved
+    for name in ("model", "optimizer"):  # weights, buffers, AdamW moments and RNG states
+        w1 = load_file(tmp_path / "straight" / "ckpt" / "step_000040" / f"{name}.safetensors")
+        w2 = load_file(tmp_path / "split" / "ckpt" / "step_000040" / f"{name}.safetensors")
+        assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    ref = load_file(tmp_path / "split" / "ckpt" / "step_000040" / "model.safetensors")
+    assert any(k.endswith("e_score_correction_bias") and ref[k].abs().sum() > 0 for k in ref)  # the bias moved
 
-    # The weights file is plain safetensors: the reference library reads it, and it loads into the model.
-    safetensors = pytest.importorskip("safetensors.torch")
-    ref = safetensors.load_file(str(tmp_path / "split" / "ckpt" / "step_000040" / "model.safetensors"))
-    assert ref.keys() == w1.keys() and all(torch.equal(ref[k], w1[k]) for k in w1)
+    # The weights file loads into the model as it is.
     sys.modules.pop("model", None)
     sys.path.insert(0, str(build))
     try:
@@ -235,16 +255,16 @@ sys.argv = ["train.py"] + {args!r}
 sys.path.insert(0, {build!r})
 import train
 writes = []
-original = train.save_safetensors
-def dying(tensors, path):
+original = train.write_file
+def dying(path, data):
     writes.append(path)
-    if len(writes) == 2:  # the second checkpoint: write half of the weights, then die without cleaning up
+    if len(writes) == 5:  # checkpoint 1 wrote 4 files (2 safetensors, state.json, latest); die in the next weights
         with open(path, "wb") as f:
             f.write(b"\\0" * 1000)
             f.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-    original(tensors, path)
-train.save_safetensors = dying
+    original(path, data)
+train.write_file = dying
 train.main()
 """
 
@@ -259,9 +279,8 @@ def test_a_crash_while_checkpointing_leaves_the_last_good_checkpoint(tiny, tmp_p
     ckpt = out / "ckpt"
     assert (ckpt / "latest").read_text().strip() == "step_000002"
     assert any(p.name.startswith(".step_000004.tmp") for p in ckpt.iterdir())  # the torn write, never renamed
-    trainer = import_trainer(build)
-    weights = trainer.load_safetensors(ckpt / "step_000002" / "model.safetensors")
-    state = torch.load(ckpt / "step_000002" / "state.pt", weights_only=False)
+    weights = load_file(ckpt / "step_000002" / "model.safetensors")
+    state = json.loads((ckpt / "step_000002" / "state.json").read_text())
     assert state["step"] == 2 and len(weights) > 10
     proc = run(build, "--steps", "6", "--ckpt-every", "2", *SMALL, "--resume", out=out)
     assert "resumed from" in proc.stdout and "step_000002" in proc.stdout
@@ -301,20 +320,22 @@ def test_pretokenised_bin_data(tiny, tmp_path):
 
 
 def test_mfu_flops_match_the_report(tiny):
-    """train.py's FLOPs per token at S = 4096, without MTP, is report.json's flops.train_per_token."""
-    for name in ("deepseek_v3", "mixtral_8x7b", "gpt_oss_20b"):  # MLA + MTP; GQA; sliding-window layers
+    """Model.flops_per_token (train.py's MFU) at S = 4096, without MTP, is report.json's flops.train_per_token."""
+    for name in ("deepseek_v3", "mixtral_8x7b", "gpt_oss_20b", "switch_base_8"):  # MLA + MTP; GQA; windows; enc-dec
         build = tiny(name)
         trainer = import_trainer(build)
+        with torch.device("meta"):
+            model = trainer.Model(trainer.ModelConfig())
         report = json.loads((build / "report.json").read_text())
-        assert trainer.train_flops_per_token(4096, mtp=False) == pytest.approx(report["flops"]["train_per_token"],
-                                                                               rel=1e-12)
-        assert trainer.train_flops_per_token(128) < trainer.train_flops_per_token(4096)
+        assert model.flops_per_token(4096, mtp=False) == pytest.approx(report["flops"]["train_per_token"], rel=1e-12)
+        assert model.flops_per_token(128) < model.flops_per_token(4096)
 
 
 @pytest.mark.parametrize("mode", ["dp", "ep"])
 def test_torchrun_on_cpu_matches_one_process(mode, tiny, tmp_path):
     """torchrun --nproc_per_node=2 (gloo): FSDP2 data parallel, or --ep 2 expert parallel (all-to-all), vs one
-    process with the same global batch and micro-batches (--grad-accum 2), 10 steps of deepseek_v3 tiny."""
+    process with the same global batch and micro-batches (--grad-accum 2), 10 steps of deepseek_v3 tiny. Bound 1e-5
+    (issue 12); measured 4.8e-7 (DP) and 2.4e-7 (EP) on the training loss and its parts."""
     build = tiny("deepseek_v3")
     args = ["--steps", "10", "--batch-size", "8", "--grad-accum", "2", "--seq-len", "32", "--eval-every", "10",
             "--eval-seqs", "4", "--no-progress", "--log-every", "5"]
@@ -325,8 +346,8 @@ def test_torchrun_on_cpu_matches_one_process(mode, tiny, tmp_path):
     a, b = metrics(single), metrics(parallel)
     assert len(a) == len(b) == 10
     worst = max(abs(float(x[k]) - float(y[k])) for x, y in zip(a, b) for k in ("loss", "lm", "mtp", "seq_aux"))
-    assert worst < 1e-4, worst
-    assert abs(float(a[-1]["eval_loss"]) - float(b[-1]["eval_loss"])) < 1e-4
+    assert worst < 1e-5, worst
+    assert abs(float(a[-1]["eval_loss"]) - float(b[-1]["eval_loss"])) < 1e-5
     for x, y in zip(a, b):  # the same routing decisions; the load is all-reduced over the ranks
         assert float(x["load_max_over_mean"]) == pytest.approx(float(y["load_max_over_mean"]), abs=1e-6)
 
@@ -347,3 +368,147 @@ def test_aux_free_bias_updates_even_out_the_expert_load(tiny, tmp_path):
         rows = metrics(out)[-20:]
         worst[gamma] = sum(float(r["load_max_over_mean"]) for r in rows) / len(rows)
     assert worst["0"] > 3.0 and worst["0.01"] < 2.0, worst
+
+
+def test_resume_refuses_a_changed_run_naming_the_argument(tiny, tmp_path):
+    """--resume with another --steps (the cosine would be re-derived: lr 3.0e-4 -> 4.7e-4 in issue 12's report) or
+    --lr is refused, naming the argument; --allow-changes continues anyway."""
+    trainer = import_trainer(tiny("mixtral_8x7b"))
+    out = str(tmp_path / "out")
+    base = ["--out", out, "--steps", "4", "--warmup", "1", *SMALL]
+    with one_thread(), contextlib.redirect_stdout(io.StringIO()):
+        trainer.main([*base, "--stop-after", "2"])
+        for changed, message in ((["--steps", "5"], "--steps was 4, now 5"), (["--lr", "0.001"], "--lr was 0.003, now 0.001"),
+                                 (["--grad-accum", "2"], "--grad-accum was 1, now 2")):
+            with pytest.raises(SystemExit, match=message) as exit_:
+                trainer.main([*base, *changed, "--resume"])
+            assert "--allow-changes" in str(exit_.value.code)
+        trainer.main([*base, "--lr", "0.001", "--resume", "--allow-changes"])
+    assert [int(r["step"]) for r in metrics(tmp_path / "out")] == [1, 2, 3, 4]
+
+
+def test_bad_arguments_and_checkpoints_give_one_clear_error(tiny, tmp_path, capsys):
+    """Issue 18's train.py cases: usage errors exit 2 naming the flag, bad values and bad files exit 1 with one
+    message (SystemExit(str)), never a traceback; a checkpoint is never unpickled."""
+    trainer = import_trainer(tiny("mixtral_8x7b"))
+    out = tmp_path / "out"
+    for args, flag in ((["--log-every", "0"], "--log-every"), (["--lr", "-1"], "--lr"), (["--lr", "inf"], "--lr"),
+                       (["--batch-size", "0"], "--batch-size"), (["--steps", "0"], "--steps"),
+                       (["--val-fraction", "1.5"], "--val-fraction"), (["--min-lr-ratio", "-2"], "--min-lr-ratio")):
+        with pytest.raises(SystemExit) as exit_:
+            trainer.main(["--out", str(out), *args])
+        assert exit_.value.code == 2, args
+        assert f"argument {flag}: invalid value" in capsys.readouterr().err
+    with one_thread(), contextlib.redirect_stdout(io.StringIO()):
+        trainer.main(["--out", str(out), "--steps", "1", *SMALL])  # a good checkpoint to break below
+    ckpt = out / "ckpt" / "step_000001"
+    cases = [
+        (["--set", "num_layers=null"], "num_layers must be a int"),
+        (["--set", "num_layers=" + "9" * 5000], "not a valid value"),
+        (["--ep", "16"], "--ep 16 must divide the number of routed experts (8)"),
+        (["--init-from", str(tmp_path)], f"error: --init-from {tmp_path}: "),  # no checkpoint there
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            trainer.main(["--out", str(tmp_path / "o"), *SMALL, *args])
+    # a checkpoint of other shapes, a truncated one, a corrupt one, and a crafted pickle instead of state.json
+    other = import_trainer(tiny("deepseek_v3"))
+    shapes = r"model\.safetensors: \S+: (missing|torch\.float32 \[.*\]), not torch\.float32"
+    with pytest.raises(SystemExit, match=shapes), contextlib.redirect_stdout(io.StringIO()):
+        other.main(["--out", str(tmp_path / "o2"), *SMALL, "--init-from", str(ckpt)])
+    weights = ckpt / "model.safetensors"
+    data = weights.read_bytes()
+    for broken in (data[: len(data) // 2], b"\xff" * 64):
+        weights.write_bytes(broken)
+        with pytest.raises(SystemExit, match="not a readable safetensors file"):
+            trainer.main(["--out", str(out), *SMALL, "--steps", "1", "--resume"])
+    (ckpt / "state.json").unlink()
+    marker = tmp_path / "pwned"
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (ckpt / "state.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(SystemExit, match="not a train.py checkpoint"):
+        trainer.main(["--out", str(out), *SMALL, "--steps", "1", "--resume"])
+    assert not marker.exists()
+
+
+def test_an_encoder_decoder_refuses_one_token_sequences(tiny):
+    trainer = import_trainer(tiny("switch_base_8"))
+    with pytest.raises(SystemExit, match="--seq-len 1: span corruption needs at least 2 tokens"):
+        trainer.main(["--seq-len", "1", "--steps", "1", "--no-progress"])
+
+
+def _hf_mixtral_checkpoint(path: Path, capsys) -> Path:
+    """A tiny Mixtral saved by transformers (save_pretrained), imported (`moezoo import-hf`) and built: returns
+    the build directory. Byte-level vocabulary (256) so the shipped corpus is its data."""
+    transformers = pytest.importorskip("transformers")
+    from moezoo import cli
+
+    config = transformers.MixtralConfig(vocab_size=256, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                        num_experts_per_tok=2, max_position_embeddings=64, router_aux_loss_coef=0.02)
+    torch.manual_seed(0)
+    transformers.MixtralForCausalLM(config).save_pretrained(path / "hf")
+    argv, sys.argv = sys.argv, ["moezoo", "import-hf", str(path / "hf"), "-o", str(path / "spec.yaml")]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+    finally:
+        sys.argv = argv
+    assert exit_.value.code == 0, capsys.readouterr().err
+    return write(render(load_spec(path / "spec.yaml")), path / "build")
+
+
+def test_fine_tuning_a_transformers_checkpoint_with_each_freeze_choice(tmp_path, capsys):
+    """--init-from a transformers-saved Mixtral, 2 steps with --freeze experts / router / non-experts: the frozen
+    parameters are bitwise those of the checkpoint, every other parameter moved, and the log counts what trains."""
+    build = _hf_mixtral_checkpoint(tmp_path, capsys)
+    trainer = import_trainer(build)
+    start = trainer.Model.from_hf(tmp_path / "hf").state_dict()
+    names = [n for n, _ in trainer.Model.from_hf(tmp_path / "hf").named_parameters()]
+    kinds = {n: "experts" if ".experts." in n else "router" if ".router." in n else "other" for n in names}
+    assert set(kinds.values()) == {"experts", "router", "other"}
+    for choice in ("experts", "router", "non-experts"):
+        out, stdout = tmp_path / choice, io.StringIO()
+        with one_thread(), contextlib.redirect_stdout(stdout):
+            trainer.main(["--init-from", str(tmp_path / "hf"), "--freeze", choice, "--steps", "2", "--warmup", "0",
+                          "--out", str(out), *SMALL])
+        after = load_file(out / "ckpt" / "step_000002" / "model.safetensors")
+        frozen = {n for n in names if kinds[n] == choice or (choice == "non-experts" and kinds[n] != "experts")}
+        assert frozen and len(frozen) < len(names)
+        for n in names:
+            assert torch.equal(after[n], start[n]) == (n in frozen), (choice, n)
+        trained = sum(start[n].numel() for n in names if n not in frozen)
+        assert f"{trained:,} trained (frozen: {choice})" in stdout.getvalue()
+        state = load_file(out / "ckpt" / "step_000002" / "optimizer.safetensors")
+        assert {k.split(".", 1)[1] for k in state if k.startswith("exp_avg.")} == set(names) - frozen  # no AdamW state
+
+
+def test_global_balance_scope_equals_one_micro_batch_of_the_whole_batch(tiny, tmp_path):
+    """--balance-scope global: f_i over the whole step (all micro-batches and ranks), so --grad-accum 2 and
+    torchrun --nproc_per_node=2 give the loss of one micro-batch of the whole batch (--grad-accum 1), to float
+    rounding; with the default micro scope the aux loss of --grad-accum 2 differs. mixtral_8x7b tiny (Switch-style
+    aux loss pooled over layers, transformers' convention) and deepseek_moe_16b tiny (DeepSeekMoE expert-level
+    aux loss per layer), 3 steps of 8 x 32."""
+    args = ["--steps", "3", "--batch-size", "8", "--seq-len", "32", "--eval-every", "0", "--eval-seqs", "2",
+            "--no-progress", "--balance-scope"]
+    for name in ("mixtral_8x7b", "deepseek_moe_16b"):
+        build = tiny(name)
+        trainer = import_trainer(build)
+        runs = {}
+        with one_thread(), contextlib.redirect_stdout(io.StringIO()):
+            for key, extra in (("whole", ["global", "--grad-accum", "1"]), ("accum", ["global", "--grad-accum", "2"]),
+                               ("micro", ["micro", "--grad-accum", "2"])):
+                trainer.main(["--out", str(tmp_path / name / key), *args, *extra])
+                runs[key] = metrics(tmp_path / name / key)
+        if name == "mixtral_8x7b":
+            torchrun(build, *args, "global", "--grad-accum", "2", out=tmp_path / name / "torchrun")
+            runs["torchrun"] = metrics(tmp_path / name / "torchrun")
+        for key in runs.keys() - {"whole", "micro"}:
+            worst = max(abs(float(x[k]) - float(y[k])) for x, y in zip(runs["whole"], runs[key]) for k in ("loss", "lm", "aux"))
+            assert worst < 1e-5, (name, key, worst)
+        assert abs(float(runs["micro"][0]["aux"]) - float(runs["whole"][0]["aux"])) > 1e-5, name  # the test has teeth
