@@ -425,8 +425,8 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
     c["gmm"] = _gmm_call(spec)
     c["smoke_overrides"] = smoke_overrides(spec) if with_smoke else ""
 
-    # -- train.py (templates/train.py.j2) --------------------------------------------------------------
-    # FLOPs per token for its MFU figure as a function of the sequence length S, in the default (DeepSeek)
+    # -- Model.flops_per_token (templates/partials/train_api.py.j2), train.py's MFU -----------------------
+    # FLOPs per token for train.py's MFU figure as a function of the sequence length S, in the default (DeepSeek)
     # convention: forward = weight matmuls a token touches + sum over attention layers of
     # 2 * H * (d_qk + d_v) * mean_context(S, window); train = 3 x forward. `weights_*` is the S-independent
     # part, `attn_*` (coefficient, window, "causal" | "chunked" | "full") triples; `train_flops_per_token` the
@@ -438,8 +438,7 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
 
     S_ref = 4096
     flops = account(spec, seq_len=S_ref)["flops"]
-    train: dict[str, Any] = {"flops_seq_len": S_ref, "train_flops_per_token": py(float(flops["train_per_token"])),
-                             "byte_level": spec.vocab_size >= 256}
+    train: dict[str, Any] = {"flops_seq_len": S_ref, "train_flops_per_token": py(float(flops["train_per_token"]))}
     for part, mtp, forward in (("main", False, flops["forward_per_token"]), ("mtp", True, flops["mtp_forward_per_token"])):
         coefs: dict[tuple[int | None, str], float] = {}
         core_at_ref = 0.0
