@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,9 +25,14 @@ from moezoo.spec.checks import warnings as spec_warnings
 from moezoo.spec.diagnostics import Diagnostic, Location, SpecCheckFailed, SpecError
 from moezoo.spec.schema import ModelSpec
 
+# Input limits (docs/limits.md): a spec is a few KB with a few hundred nodes; these bounds keep time and memory
+# small whatever the input is.
 MAX_FILE_BYTES = 1 << 20  # a spec is a few KB; 1 MiB is generous
 MAX_NODES = 100_000
 MAX_EXTENDS_DEPTH = 16
+MAX_OVERRIDES = 256  # --set options per command
+MAX_OVERRIDE_CHARS = 4096  # length of one --set PATH=VALUE
+MAX_INT_DIGITS = 4000  # longer integers are refused unread (Python converts at most 4300 digits)
 
 Path_ = tuple  # a spec path: tuple of str keys and int indices
 
@@ -120,11 +126,15 @@ class _Reader:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
+        if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+            self.error(f"integer of {len(node.value)} characters; at most {MAX_INT_DIGITS} digits are read (and no "
+                       "field takes a number above 2**50)", node.start_mark, path)
+            return None
         try:
             return self._constructor.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             self.error(f"cannot read value: {exc.problem or exc.context}", node.start_mark, path)
-        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        except (yaml.YAMLError, ValueError, OverflowError, TypeError) as exc:
             self.error(f"cannot read value: {exc}", node.start_mark, path)
         return None
 
@@ -132,6 +142,17 @@ class _Reader:
 class _TooBig(Exception):
     def __init__(self, node: yaml.Node):
         self.node = node
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The reason of an OSError without the path (the caller prints it first)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    if isinstance(exc, ValueError) and "null" in str(exc):
+        return "the path contains a NUL character"
+    if isinstance(exc, RuntimeError) and "loop" in str(exc).lower():
+        return "symbolic link loop"
+    return str(exc)
 
 
 def _byte_location(label: str, data: bytes, offset: int) -> Location:
@@ -144,17 +165,27 @@ def _read_text(path: Path, label: str) -> str:
     def fail(msg: str) -> SpecError:
         return SpecError([Diagnostic(msg, location=Location(label, 0, 0))])  # about the file, not a line in it
 
-    if not path.exists():
-        raise fail("no such file")
-    if path.is_dir():
-        raise fail("is a directory, not a spec file")
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise fail(f"file is {size} bytes; a spec is at most {MAX_FILE_BYTES} bytes")
-        data = path.read_bytes()
+        mode = path.stat().st_mode  # follows symlinks; never opens, so a FIFO or device cannot block here
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except (OSError, ValueError, RuntimeError) as exc:  # ELOOP, ENAMETOOLONG, EACCES; NUL in the name
+        raise fail(f"cannot read file: {_os_reason(exc)}") from None
+    if stat.S_ISDIR(mode):
+        raise fail("is a directory, not a spec file")
+    if not stat.S_ISREG(mode):
+        raise fail("not a regular file (a FIFO, socket or device); a spec is a YAML file")
+    try:
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, flags)  # non-blocking: a file swapped for a FIFO after the check does not hang
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise fail("not a regular file (a FIFO, socket or device); a spec is a YAML file")
+            data = fh.read(MAX_FILE_BYTES + 1)  # bounded even where st_size lies (/proc files)
     except OSError as exc:
-        raise fail(f"cannot read file: {exc.strerror or exc}") from None
+        raise fail(f"cannot read file: {_os_reason(exc)}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise fail(f"file is larger than {MAX_FILE_BYTES} bytes; a spec is at most {MAX_FILE_BYTES} bytes")
     if b"\x00" in data:
         where = _byte_location(label, data, data.index(b"\x00"))
         raise SpecError([Diagnostic("not a text file (contains NUL bytes)", location=where)])
@@ -269,15 +300,28 @@ def _load_with_extends(
 
     if not isinstance(parent, str) or not parent.strip():
         raise fail(f"must be the path of another spec file (got {_short(parent)})")
-    parent_path = (path.parent / parent).resolve()
+    if "\x00" in parent:
+        raise fail("the path contains a NUL character")
+    try:
+        parent_path = (path.parent / parent).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise fail(f"extends '{parent}': {_os_reason(exc)}") from None
     parent_label = os.path.normpath(Path(label).parent / parent)
     chain = chain + [(path.resolve(), label)]
     if parent_path in [p for p, _ in chain]:
         raise fail(f"extends cycle: {' -> '.join([name for _, name in chain] + [parent_label])}")
     if len(chain) > MAX_EXTENDS_DEPTH:
         raise fail(f"extends chain deeper than {MAX_EXTENDS_DEPTH}")
-    if not parent_path.is_file():
-        raise fail(f"extends '{parent}': " + ("is a directory, not a spec file" if parent_path.is_dir() else "no such file"))
+    try:
+        mode = parent_path.stat().st_mode
+    except FileNotFoundError:
+        raise fail(f"extends '{parent}': no such file") from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise fail(f"extends '{parent}': {_os_reason(exc)}") from None
+    if stat.S_ISDIR(mode):
+        raise fail(f"extends '{parent}': is a directory, not a spec file")
+    if not stat.S_ISREG(mode):
+        raise fail(f"extends '{parent}': not a regular file (a FIFO, socket or device)")
     base, base_src = _load_with_extends(parent_path, parent_label, chain, hasher)
     merged = _deep_merge(base, data, base_src, source)
     base_src.update(source)
@@ -286,20 +330,34 @@ def _load_with_extends(
 
 def parse_override(text: str) -> tuple[Path_, Any]:
     """'moe.router.top_k=4' -> (('moe', 'router', 'top_k'), 4). The value is read as a YAML scalar/flow."""
+    def fail(msg: str) -> SpecError:
+        return SpecError([Diagnostic(msg, location=Location("--set", 0, 0))])
+
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise fail(f"--set value of {len(text)} characters; at most {MAX_OVERRIDE_CHARS}")
     if "=" not in text:
-        raise SpecError([Diagnostic(f"--set expects PATH=VALUE, got '{text}'", location=Location("--set", 0, 0))])
+        raise fail(f"--set expects PATH=VALUE, got '{text}'")
     key, _, value = text.partition("=")
     parts = tuple(key.strip().split("."))
-    if not all(p.isidentifier() for p in parts):
-        raise SpecError([Diagnostic(f"--set path '{key}' must be dotted field names", location=Location("--set", 0, 0))])
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+    if not all(p.isidentifier() for p in parts) or len(parts) > 16:
+        raise fail(f"--set path '{key}' must be dotted field names")
+    if not value.strip():
+        return parts, None
+    try:  # the value is read like a spec file: safe loader, no aliases, bounded integers, located errors
+        data, _ = parse_yaml(f"v: {value}", f"--set {text}")
+        parsed = data.get("v")
+    except SpecError as exc:
+        first = exc.diagnostics[0].message
+        if first.startswith("invalid YAML"):  # not YAML: take the text as a string, as before
+            return parts, value
+        raise fail(f"--set {key}: {first}") from None
     return parts, parsed
 
 
 def apply_overrides(data: dict, source: SourceMap, overrides: Sequence[str]) -> dict:
+    if len(overrides) > MAX_OVERRIDES:
+        raise SpecError([Diagnostic(f"{len(overrides)} --set options; at most {MAX_OVERRIDES}",
+                                    location=Location("--set", 0, 0))])
     for text in overrides:
         path, value = parse_override(text)
         loc = Location(f"--set {text}", 0, 0)
