@@ -6,22 +6,26 @@ model: `moezoo import-hf` -> `moezoo build` -> `Model.from_hf`. Both hold the sa
 batch must agree (float32, eval) before anything is timed. Then, in one process and interleaved (A B, B A,
 A B ... so that drift of a shared machine hits both sides alike), it times
 
-    train     forward + backward + AdamW step, B x T tokens, labels = the next tokens (loss includes the
-              balance loss wherever transformers computes one for the family: output_router_logits=True)
+    train     forward + backward + AdamW step (torch.optim.AdamW(fused=True), the same on both sides), B x T
+              tokens, labels = the next tokens (the loss includes the balance loss wherever transformers computes
+              one for the family: output_router_logits=True)
     prefill   forward under no_grad, B x T tokens (transformers with use_cache=False)
     decode    greedy generation of N new tokens after a prompt: transformers' generate with its default
               DynamicCache, moezoo's Model.generate (whether it uses a cache is detected at run time by
               watching the sequence length its forward passes receive, and printed in the row label)
 
-eagerly and, with --compile, under torch.compile (both sides compiled the same way; slow on CPU). It prints
+eagerly and, with --compile, under torch.compile (torch.compile(model) on both sides, moezoo's Experts.forward
+left eager as the generated train.py --compile does; compiling takes minutes on CPU; no decode rows). It prints
 medians, the spread (min-max), the ratio transformers time / moezoo time (> 1: moezoo is faster; its spread
-is the min-max of the per-round ratios), and each side's peak memory for the work.
+is the min-max of the per-round ratios), and each side's peak memory for the work. With one CPU thread (the
+default) it times by this process's CPU time (--clock cpu), which other jobs on a shared machine barely move.
 
 Peak memory: on CPU, one subprocess per (family, side, work) loads the model, releases free heap memory
 (malloc_trim), resets the kernel's peak-RSS counter (`echo 5 > /proc/self/clear_refs`), runs the work once
 (the first train step allocates the gradients and AdamW state) and reports VmHWM - VmRSS-before, i.e. the
 memory the work adds on top of the loaded weights (tracemalloc cannot see torch's allocations). On CUDA:
-torch.cuda.max_memory_allocated() - memory_allocated() before, in process. Eager mode only.
+torch.cuda.max_memory_allocated() - memory_allocated() before, in process, after the warm-up (so a train
+step's figure holds gradients and activations; the AdamW state is already resident). Eager mode only.
 
     python bench/vs_transformers.py                        # CPU, float32, 1 thread, size small
     python bench/vs_transformers.py --size tiny --repeats 3 --no-memory      # a smoke run in seconds
@@ -74,7 +78,7 @@ def hf_config(family: str, size: str, layers: int | None) -> dict:
         size, (0, 0, 0, 0)
     )
     if size == "gpu":
-        return gpu_config(family, layers or 3)
+        return gpu_config(family, layers or (2 if family == "qwen3_moe" else 3))
     L = layers or L
     if family == "deepseek_v3":  # q compression, sigmoid + bias, group-limited (top-2-sum), renormalised, scaled
         return {
@@ -473,6 +477,17 @@ def child_memory(args) -> None:
     print(json.dumps({"peak_bytes": peak}))
 
 
+def cuda_peak(fn) -> str:
+    """MiB that one call of fn allocates on the GPU above what is resident (after warm-up: for a train step the
+    gradients and activations, not the AdamW state, which is already allocated)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return f"{(torch.cuda.max_memory_allocated() - before) / 2**20:.0f}"
+
+
 def measure_memory(folder: Path, side: str, work_name: str, args) -> str:
     cmd = [
         sys.executable,
@@ -610,7 +625,9 @@ def run_family(family: str, root: Path, args, rows: list[str]) -> None:
             ratios = [x / y for x, y in zip(ta, tb)]
             ratio = statistics.median(ta) / statistics.median(tb)
             mem_a = mem_b = "-"
-            if args.memory and not compiled:
+            if args.memory and not compiled and args.device.startswith("cuda"):
+                mem_a, mem_b = (cuda_peak(f) for f in (fa, fb))  # in process: a child would compete for the GPU
+            elif args.memory and not compiled:
                 mem_a, mem_b = (measure_memory(folder, side, name, args) for side in ("transformers", "moezoo"))
             if name.startswith("decode"):
                 n = args.new_tokens * args.decode_batch
@@ -652,7 +669,7 @@ def main() -> None:
         default=None,
         help="tiny: 64 wide, 2 layers (smoke); small (default): 256 wide, 4 layers, 32 experts "
         "(8 for Mixtral), vocab 4096; medium: 512 wide, 6 layers, 64 experts, vocab 16384; gpu: real "
-        "widths and expert counts (DeepSeek-V2-Lite, Mixtral at 2048 wide, Qwen3-30B-A3B), 3 layers",
+        "widths and expert counts (DeepSeek-V2-Lite, Mixtral at 2048 wide, Qwen3-30B-A3B), 3 layers (Qwen3: 2)",
     )
     parser.add_argument("--layers", type=int, default=None, help="override the number of layers")
     parser.add_argument("--batch", type=int, default=None, help="B for train and prefill (default 4)")
