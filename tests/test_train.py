@@ -404,6 +404,8 @@ def test_bad_arguments_and_checkpoints_give_one_clear_error(tiny, tmp_path, caps
     ckpt = out / "ckpt" / "step_000001"
     cases = [
         (["--set", "num_layers=null"], "num_layers must be a int"),
+        (["--set", "num_layers=0"], "num_layers must be finite and >= 1"),
+        (["--set", "model_dim=-4"], "model_dim must be finite and >= 1"),
         (["--set", "num_layers=" + "9" * 5000], "not a valid value"),
         (["--ep", "16"], "--ep 16 must divide the number of routed experts (8)"),
         (["--init-from", str(tmp_path)], f"error: --init-from {tmp_path}: "),  # no checkpoint there
