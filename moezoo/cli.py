@@ -44,6 +44,28 @@ class InvalidInput(Exception):
     """Raised by a command after it has printed its diagnostics; main() turns it into exit code 1."""
 
 
+def write_output(path: Path, text: str) -> None:
+    """Write a file in one step (a temporary sibling renamed over it): a failure leaves the old file as it was."""
+    import os
+    import tempfile
+
+    if path.is_dir():
+        raise click.BadParameter(f"{path} is a directory", param_hint="-o/--output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".moezoo-tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def print_diagnostics(diags) -> None:
     for d in diags:
         style = "bold red" if d.severity == "error" else "yellow"
@@ -338,7 +360,8 @@ def build(specs, outdir, overrides, tiny, check, zoo):
 
     A spec using a feature the generator does not support yet is an error (exit 1, nothing written);
     with --zoo such specs are skipped with a note."""
-    from moezoo.codegen import BuildError, differences, render, write
+    from moezoo.codegen import BuildError, differences, render
+    from moezoo.codegen.build import write_all
 
     if zoo:
         specs = tuple(str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p) for p in zoo_specs())
@@ -373,8 +396,12 @@ def build(specs, outdir, overrides, tiny, check, zoo):
         if stale:
             raise InvalidInput()
         return
-    for res in results:
-        target = write(res, outdir)
+    try:
+        targets = write_all(results, outdir)  # all or nothing
+    except BuildError as exc:
+        err_console.print(f"{outdir}: error: {exc}", style="bold red", markup=False)
+        raise InvalidInput() from None
+    for res, target in zip(results, targets):
         out_console.print(f"wrote {target.relative_to(Path.cwd()) if target.is_relative_to(Path.cwd()) else target}/"
                           f" ({', '.join(res.files)})", markup=False)
 
@@ -405,8 +432,7 @@ def import_hf_cmd(config: Path, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        write_output(output, text)
         out_console.print(f"wrote {output}", markup=False)
 
 
@@ -436,26 +462,58 @@ def export_hf_cmd(spec: str, output: Path | None, model_type: str | None, overri
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        write_output(output, text)
         out_console.print(f"wrote {output}", markup=False)
 
 
-def main() -> None:
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:500]
+
+
+def run(args: list[str] | None = None, *, reraise: bool = False) -> int:
+    """Run the command line; returns the exit status. Every failure is one message on stderr, never a
+    traceback: 1 for bad input or a failed write, 2 for usage errors, 130 when interrupted (Ctrl-C).
+    Unexpected exceptions (moezoo bugs) print one 'internal error' line; `reraise` (tests) or MOEZOO_DEBUG=1
+    lets them propagate instead."""
+    import os
+
+    debug = reraise or bool(os.environ.get("MOEZOO_DEBUG"))
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args, standalone_mode=False)
     except InvalidInput:
-        sys.exit(1)
+        return 1
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(1)
+        return exc.exit_code
+    except click.exceptions.Abort:  # Ctrl-C at a click prompt
+        click.echo("moezoo: interrupted", err=True)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("moezoo: interrupted", err=True)  # builds in progress have removed their temporaries
+        return 130
     except BrokenPipeError:
-        sys.exit(0)
-    sys.exit(0)
+        return 0
+    except OSError as exc:  # a write that failed: disk full, read-only or missing directory, permissions
+        where = exc.filename if exc.filename is not None else "moezoo"
+        reason = exc.strerror or _one_line(exc)
+        err_console.print(f"{where}: error: {reason}", style="bold red", markup=False)
+        return 1
+    except MemoryError:
+        click.echo("moezoo: error: out of memory (an input beyond the limits in docs/limits.md?)", err=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        click.echo(f"moezoo: internal error: {type(exc).__name__}: {_one_line(exc)} (a bug in moezoo; "
+                   "MOEZOO_DEBUG=1 shows the traceback)", err=True)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

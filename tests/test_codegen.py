@@ -360,6 +360,7 @@ def test_failed_build_leaves_previous_output_untouched(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(build_mod.os, "rename", boom)
+    monkeypatch.setattr(build_mod, "_exchange", boom)  # the one-step swap (renameat2) fails the same way
     with pytest.raises(OSError):
         write(result, tmp_path)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before

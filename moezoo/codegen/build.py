@@ -7,17 +7,23 @@ leaves the previous output untouched).
 
 from __future__ import annotations
 
+import ctypes
 import difflib
+import errno
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
+from pydantic import ValidationError
 
 from moezoo.accounting import account
 from moezoo.codegen.context import build_context, unsupported
@@ -72,11 +78,28 @@ class BuildResult:
     files: dict[str, str]
 
 
+def more_unsupported(spec: ModelSpec) -> list[str]:
+    """Valid specs the templates cannot generate yet, beyond codegen.context.unsupported (checked here so the
+    build stops with one message instead of writing a model.py that fails when run)."""
+    out = []
+    if spec.is_encoder_decoder and spec.moe is None:
+        out.append("encoder_decoder without a moe block (a dense T5)")
+    return out
+
+
 def render(loaded: LoadedSpec, *, tiny: bool = False) -> BuildResult:
-    spec: ModelSpec = tiny_spec(loaded.spec) if tiny else loaded.spec
-    problems = unsupported(spec)
+    if tiny:
+        try:
+            spec: ModelSpec = tiny_spec(loaded.spec)
+        except ValidationError as exc:  # a rule of tiny.py that this spec breaks: a moezoo bug, said in one line
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BuildError(f"--tiny cannot shrink this spec: {where}: {first['msg']}") from None
+    else:
+        spec = loaded.spec
+    problems = [p.feature for p in unsupported(spec)] + more_unsupported(spec)
     if problems:
-        raise BuildError(f"not supported yet: {problems[0].feature}")
+        raise BuildError(f"not supported yet: {problems[0]}")
     graph = lower(spec)
     label = spec_label(loaded)
     ctx = build_context(spec, graph, spec_label=label + (" --tiny" if tiny else ""), spec_sha256=loaded.sha256)
@@ -122,27 +145,158 @@ def differences(result: BuildResult, outdir: Path) -> list[str]:
     return out
 
 
-def write(result: BuildResult, outdir: Path) -> Path:
-    """Write atomically: a temporary sibling directory renamed over the old output."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    target = target_dir(outdir, result.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{result.name}.", dir=outdir))
-    os.chmod(tmp, 0o755)
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_libc: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the platform cannot."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return False
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return False
+    at_fdcwd = -100
+    if _libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # old kernel, or a filesystem without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+TMP_SUFFIX = ".moezoo-tmp"
+
+
+def _lock(path: Path) -> int:
+    """Hold an advisory lock on a staging directory while this process uses it (released when it dies)."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def sweep(outdir: Path, name: str, min_age_s: float = 10.0) -> None:
+    """Remove temporaries of earlier builds of `name` that were killed (unlocked, older than min_age_s)."""
     try:
-        for fname, text in result.files.items():
-            (tmp / fname).write_text(text)
-        if target.exists():
-            old = tmp.with_name(tmp.name + ".old")
-            os.rename(target, old)
-            try:
+        entries = list(outdir.glob(f".{name}.*{TMP_SUFFIX}"))
+    except OSError:
+        return
+    now = time.time()
+    for path in entries:
+        try:
+            if path.is_symlink() or not path.is_dir() or now - path.lstat().st_mtime < min_age_s:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live build holds it
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _check_outdir(outdir: Path) -> list[Path]:
+    """Create OUTDIR (and missing parents); returns the directories created, for removal on failure."""
+    created: list[Path] = []
+    probe = outdir
+    while not os.path.lexists(probe):
+        created.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if os.path.lexists(probe) and not probe.is_dir():
+        raise BuildError(f"cannot create output directory {outdir}: {probe} is not a directory")
+    for path in reversed(created):
+        path.mkdir()
+    return created
+
+
+def write_all(results: list[BuildResult], outdir: Path) -> list[Path]:
+    """Write every result to OUTDIR/<name>/, all or nothing, each directory replaced in one step.
+
+    Each build is staged in a hidden sibling directory and swapped with the old output by renameat2's
+    RENAME_EXCHANGE, so at every instant OUTDIR/<name> is the complete old output or the complete new one (where
+    the platform lacks the exchange, the old directory is moved aside and the new one renamed in: a short window).
+    If any step fails, the directories already swapped are swapped back and every temporary is removed.
+    """
+    outdir = Path(outdir)
+    targets = []
+    for res in results:
+        target = outdir / res.name
+        if os.path.islink(target):
+            raise BuildError(f"{target} is a symbolic link; refusing to replace it (remove it, or choose another -o)")
+        if os.path.lexists(target) and not target.is_dir():
+            raise BuildError(f"{target} exists and is not a directory; remove it, or choose another -o")
+        if outdir.is_dir():
+            target_dir(outdir, res.name)
+        targets.append(target)
+    created = _check_outdir(outdir)
+    staged: list[tuple[Path, int]] = []
+    done: list[tuple[Path, Path, bool]] = []  # (target, temporary, swapped): what to undo on failure
+    try:
+        for res, target in zip(results, targets):
+            sweep(outdir, res.name)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{res.name}.", suffix=TMP_SUFFIX, dir=outdir))
+            staged.append((tmp, _lock(tmp)))
+            os.chmod(tmp, 0o755)
+            for fname, text in res.files.items():
+                (tmp / fname).write_text(text, encoding="utf-8")
+        for (tmp, _), target in zip(staged, targets):
+            if os.path.lexists(target):
+                if os.path.islink(target) or not target.is_dir():
+                    raise BuildError(f"{target} changed while building (now not a directory); nothing written")
+                if _exchange(tmp, target):
+                    done.append((target, tmp, True))  # tmp now holds the old output
+                    continue
+                old = tmp.with_name(tmp.name.removesuffix(TMP_SUFFIX) + ".old" + TMP_SUFFIX)
+                os.rename(target, old)
+                try:
+                    os.rename(tmp, target)
+                except BaseException:
+                    os.rename(old, target)
+                    raise
+                done.append((target, old, True))
+            else:
                 os.rename(tmp, target)
-            except BaseException:
-                os.rename(old, target)  # put the previous output back
-                raise
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, target)
+                done.append((target, tmp, False))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for target, tmp, swapped in reversed(done):  # undo, newest first
+            try:
+                if swapped and not _exchange(tmp, target):
+                    shutil.rmtree(target, ignore_errors=True)
+                    os.rename(tmp, target)
+                elif not swapped:
+                    os.rename(target, tmp)
+            except OSError:
+                pass
+        for tmp, fd in staged:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.close(fd)
+        for target, tmp, _ in done:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
         raise
-    return target
+    for target, tmp, swapped in done:
+        if swapped:
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous output
+    for _, fd in staged:
+        os.close(fd)
+    return targets
+
+
+def write(result: BuildResult, outdir: Path) -> Path:
+    """Write one result atomically (see write_all)."""
+    return write_all([result], outdir)[0]

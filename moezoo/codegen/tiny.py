@@ -62,6 +62,10 @@ def _selector(sel: dict | None) -> tuple[dict | None, int]:
     return out, every
 
 
+def moe_sel_hit(ch: str, invert: bool) -> bool:
+    return (ch in "Mm1x") != invert
+
+
 def tiny_spec(spec: ModelSpec) -> ModelSpec:
     d: dict[str, Any] = spec.model_dump(mode="python", exclude_none=True)
     D0 = spec.model_dim
@@ -170,12 +174,23 @@ def tiny_spec(spec: ModelSpec) -> ModelSpec:
             periods.append(sel.get("every", 1))
     period = math.lcm(*periods)
     layers = prefix + 2 * period
+    # Explicit patterns (one character per layer) are cut to the tiny depth, all to the same length: at least
+    # the periodic rules' depth and 8 layers, at most the spec's own depth.
+    patterned = [sel for sel in (moe["layers"] if moe is not None else None,
+                                 d["attention"].get("sliding_window", {}).get("layers"),
+                                 d["attention"].get("chunked", {}).get("layers"),
+                                 pos.get("nope_layers") if pos["kind"] == "rope" else None,
+                                 d.get("hybrid_attention", {}).get("softmax_layers"))
+                 if sel and sel.get("pattern") is not None]
+    if patterned:
+        layers = min(spec.num_layers, max(layers, 8))
+        for sel in patterned:
+            sel["pattern"] = sel["pattern"][:layers]
     if moe is not None and moe["layers"].get("pattern") is not None:
-        pattern = moe["layers"]["pattern"][:8]
-        if not any(ch in "Mm1x" for ch in pattern):
-            pattern = pattern[:-1] + "M"
+        pattern = moe["layers"]["pattern"]
+        if not any(moe_sel_hit(ch, moe["layers"].get("invert", False)) for ch in pattern):
+            pattern = pattern[:-1] + ("D" if moe["layers"].get("invert") else "M")
         moe["layers"]["pattern"] = pattern
-        layers = len(pattern)
     d["num_layers"] = layers
     if d.get("num_encoder_layers"):
         d["num_encoder_layers"] = layers

@@ -73,6 +73,18 @@ def errors(spec: "ModelSpec") -> list[Diagnostic]:  # noqa: C901 - one flat list
             win = getattr(att, key)
             if win is not None:
                 _selector_errors(win.layers, ("attention", key, "layers"), spec, out)
+    pos = spec.position
+    if pos.kind == "t5_relative":
+        # T5 halves the buckets for bidirectional (encoder) attention, then uses half of those for exact
+        # distances and divides by that count: log(d / max_exact) / log(max_distance / max_exact).
+        need = 4 if spec.is_encoder_decoder else 2
+        if pos.num_buckets < need:
+            out.append(E(f"{pos.num_buckets} buckets: T5's relative bias needs at least {need} "
+                         f"({'half for each direction, ' if need == 4 else ''}half of them exact distances)",
+                         ("position", "num_buckets")))
+        elif pos.max_distance <= pos.num_buckets // 2:
+            out.append(E(f"{pos.max_distance} must exceed the exact-distance buckets (position.num_buckets // 2 = "
+                         f"{pos.num_buckets // 2})", ("position", "max_distance")))
     if isinstance(att, MLASpec) and not isinstance(spec.position, RopeSpec):
         out.append(E(f"MLA's decoupled rope key needs position.kind rope (got {spec.position.kind})",
                      ("position", "kind")))

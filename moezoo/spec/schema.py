@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 # Upper bounds keep absurd numbers out (1e400, 2**200) with a clear message instead of an overflow later.
 MAX_COUNT = 1 << 20  # experts, heads, layers, vocabulary entries per axis
@@ -20,6 +20,29 @@ MAX_DIM = 1 << 22  # any single width
 MAX_SEQ = 1 << 34
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,63}$"
+
+# Characters free text may not hold: they reach generated docstrings and reports, where a bidirectional control
+# or a line separator would make the text read differently from what runs (the "Trojan Source" trick).
+_HIDDEN = {0x061C: "ARABIC LETTER MARK", 0x200B: "ZERO WIDTH SPACE", 0x200E: "LEFT-TO-RIGHT MARK",
+           0x200F: "RIGHT-TO-LEFT MARK", 0x2028: "LINE SEPARATOR", 0x2029: "PARAGRAPH SEPARATOR",
+           0xFEFF: "ZERO WIDTH NO-BREAK SPACE", 0x0085: "NEXT LINE"}
+_HIDDEN.update({c: "a bidirectional control" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def plain_text(value: str, *, newlines: bool = False) -> str:
+    """Free text is printable: no control, bidirectional-control or line-separator characters, no lone surrogate."""
+    for ch in value:
+        c = ord(ch)
+        if ch in "\n\t" and newlines:
+            continue
+        if c < 0x20 or 0x7F <= c <= 0x9F or c in _HIDDEN or 0xD800 <= c <= 0xDFFF:
+            name = _HIDDEN.get(c, "a lone surrogate" if 0xD800 <= c <= 0xDFFF else "a control character")
+            raise ValueError(f"text holds U+{c:04X} ({name}); write plain printable text")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(plain_text)]
+PlainTextBlock = Annotated[str, AfterValidator(lambda v: plain_text(v, newlines=True))]
 
 
 class Spec(BaseModel):
@@ -161,11 +184,18 @@ class YarnScaling(Spec):
     kind: Literal["yarn"] = Field(description="YaRN NTK-by-parts interpolation with attention scaling.")
     factor: float = Field(description="Context extension factor s.", gt=1.0, le=1e4, allow_inf_nan=False)
     original_max_seq_len: int = Count("Context length the model was pre-trained at.", le=MAX_SEQ)
-    beta_fast: float = Field(32.0, description="Rotations above which dimensions are kept (alpha).", gt=0.0)
-    beta_slow: float = Field(1.0, description="Rotations below which dimensions are interpolated.", gt=0.0)
-    mscale: float = Field(1.0, description="Attention temperature coefficient for the rotary cache.", ge=0.0)
+    beta_fast: float = Field(
+        32.0, description="Rotations above which dimensions are kept (alpha).", gt=0.0, le=1e4, allow_inf_nan=False
+    )
+    beta_slow: float = Field(
+        1.0, description="Rotations below which dimensions are interpolated.", gt=0.0, le=1e4, allow_inf_nan=False
+    )
+    mscale: float = Field(
+        1.0, description="Attention temperature coefficient for the rotary cache.", ge=0.0, le=1e3, allow_inf_nan=False
+    )
     mscale_all_dim: float = Field(
-        0.0, description="DeepSeek's softmax-scale correction coefficient (0: none).", ge=0.0
+        0.0, description="DeepSeek's softmax-scale correction coefficient (0: none).", ge=0.0, le=1e3,
+        allow_inf_nan=False,
     )
     truncate: bool = Field(True, description="Round the correction range to whole dimensions (gpt-oss: false).")
 
@@ -175,8 +205,12 @@ class Llama3Scaling(Spec):
 
     kind: Literal["llama3"] = Field(description="Llama 3.1 style wavelength-dependent scaling.")
     factor: float = Field(description="Scale factor for low frequencies.", gt=1.0, le=1e4, allow_inf_nan=False)
-    low_freq_factor: float = Field(1.0, description="Wavelength ratio below which frequencies are scaled.", gt=0)
-    high_freq_factor: float = Field(4.0, description="Wavelength ratio above which frequencies are kept.", gt=0)
+    low_freq_factor: float = Field(
+        1.0, description="Wavelength ratio below which frequencies are scaled.", gt=0, le=1e4, allow_inf_nan=False
+    )
+    high_freq_factor: float = Field(
+        4.0, description="Wavelength ratio above which frequencies are kept.", gt=0, le=1e4, allow_inf_nan=False
+    )
     original_max_seq_len: int = Count("Context length the model was pre-trained at.", le=MAX_SEQ)
 
 
@@ -238,7 +272,7 @@ class WindowSpec(Spec):
 class TemperatureTuningSpec(Spec):
     """Llama 4's attention temperature tuning on NoPE layers: q *= 1 + scale*log(floor((pos+1)/floor_scale)+1)."""
 
-    scale: float = Field(0.1, description="attn_scale.", gt=0.0, le=10.0)
+    scale: float = Field(0.1, description="attn_scale.", gt=0.0, le=10.0, allow_inf_nan=False)
     floor_scale: int = Count("Positions per temperature step.", 8192, le=MAX_SEQ)
 
 
@@ -347,7 +381,7 @@ class JitterSpec(Spec):
     """Switch Transformer: multiply router inputs by U(1-eps, 1+eps) during training."""
 
     kind: Literal["jitter"] = Field(description="Multiplicative uniform jitter on the router input.")
-    eps: float = Field(0.01, description="Jitter half-width.", gt=0.0, lt=1.0)
+    eps: float = Field(0.01, description="Jitter half-width.", gt=0.0, lt=1.0, allow_inf_nan=False)
 
 
 RouterNoise = Annotated[Union[NoisyTopKSpec, JitterSpec], Field(discriminator="kind")]
@@ -497,14 +531,14 @@ class MTPSpec(Spec):
 class PublishedFigure(Spec):
     """A published parameter count and the convention it uses."""
 
-    value: int = Field(description="The published number, in parameters.", ge=0, le=1 << 50)
+    value: int = Field(description="The published number, in parameters.", ge=1, le=1 << 50)
     convention: Literal[
         "total", "total_with_mtp", "with_embedding_and_head", "without_input_embedding", "without_embedding_and_head"
     ] = Field("total", description="What the published number counts.")
     rel_tolerance: float = Field(
         0.02, description="Relative difference tolerated before moezoo flags a disagreement.", gt=0.0, le=1.0
     )
-    source: str = Field("", description="Where the number was published.", max_length=500)
+    source: PlainText = Field("", description="Where the number was published.", max_length=500)
 
 
 class ReferenceSpec(Spec):
@@ -516,8 +550,10 @@ class ReferenceSpec(Spec):
         None, description="Hugging Face repo id of the checkpoint.", pattern=r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$"
     )
     hf_model_type: str | None = Field(None, description="transformers model_type it corresponds to.", pattern=IDENTIFIER)
-    sources: list[str] = Field(default_factory=list, description="URLs of configs, papers and code used.", max_length=64)
-    notes: str = Field("", description="Known discrepancies and decisions.", max_length=4000)
+    sources: list[Annotated[PlainText, Field(max_length=2000)]] = Field(
+        default_factory=list, description="URLs of configs, papers and code used.", max_length=64
+    )
+    notes: PlainTextBlock = Field("", description="Known discrepancies and decisions.", max_length=4000)
 
 
 # --------------------------------------------------------------------------- the model
@@ -528,7 +564,7 @@ class ModelSpec(Spec):
 
     name: str = Field(description="Identifier of the model (snake_case); names the output folder.", pattern=IDENTIFIER)
     family: str = Field(description="Family the model belongs to (e.g. deepseek, mixtral, switch).", pattern=IDENTIFIER)
-    description: str = Field(
+    description: PlainText = Field(
         description="One-line description.", min_length=1, max_length=300, pattern=r"^[^\x00-\x1f\x7f]*$"
     )
     architecture: Literal["decoder_only", "encoder_decoder"] = Field(
