@@ -144,7 +144,7 @@ def computed_text(value: int, published: int) -> str:
 def _reference_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
     rows = []
     for r in rep["reference"]:
-        verdict = "agrees" if r["agrees"] else "DISAGREES"
+        verdict = "agrees" if r["agrees"] and r["published"] > 0 else "DISAGREES"  # 0 is no figure to agree with
         rows.append((r["figure"].replace("_", " "), published_text(r["published"]),
                      CONVENTION_LABELS.get(r["convention"], r["convention"]),
                      computed_text(r["computed"], r["published"]),

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,17 +67,64 @@ def read_config(path: Path) -> tuple[dict, str]:
         directory, path = path, path / "config.json"
     else:
         directory = path.parent
-    if not path.is_file():
-        raise HFError([f"no such file: {path}"])
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise HFError([f"no such file: {path}"]) from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise HFError([f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"]) from None
+    if not stat.S_ISREG(mode):
+        raise HFError([f"{path} is not a regular file"])
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise HFError([f"file is larger than {MAX_CONFIG_BYTES} bytes; a config.json is a few KB"])
+        data = json.loads(raw.decode("utf-8"), parse_int=_bounded_int)
     except (OSError, UnicodeDecodeError) as exc:
-        raise HFError([f"cannot read {path}: {exc}"]) from None
+        raise HFError([f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"]) from None
     except json.JSONDecodeError as exc:
         raise HFError([f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"]) from None
+    except _HugeInt as exc:
+        raise HFError([f"integer of {exc.args[0]} digits; at most {MAX_INT_DIGITS} are read"]) from None
+    except RecursionError:
+        raise HFError([f"JSON nested deeper than {MAX_DEPTH} levels; not a config.json"]) from None
     if not isinstance(data, dict):
         raise HFError(["config.json must hold a JSON object"])
+    if _depth(data) > MAX_DEPTH:
+        raise HFError([f"JSON nested deeper than {MAX_DEPTH} levels; not a config.json"])
     return data, directory.resolve().name
+
+
+# Input limits (docs/limits.md)
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 30
+MAX_LAYERS = 4096  # the spec's bound on num_layers / num_encoder_layers
+LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "n_layers", "num_encoder_layers")
+
+
+class _HugeInt(Exception):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _HugeInt(len(text.lstrip("-")))
+    return int(text)
+
+
+def _depth(node: Any, level: int = 1) -> int:
+    if level > MAX_DEPTH:
+        return level
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return max((_depth(c, level + 1) for c in children), default=level)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (bool, type(None))) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def snake_name(text: str) -> str | None:
@@ -142,13 +191,37 @@ def map_config(hf: dict, *, name_hint: str | None = None, extras: bool = True) -
     table = _table(hf.get("model_type"))
     ctx = ImportCtx(hf, table.subconfigs)
     ctx.seen.update(("model_type", "architectures"))  # read here: which table, and a consistency check
+    for key in LAYER_COUNT_KEYS:  # checked before any entry loops over the layers
+        for node in [hf] + [hf[k] for k in table.subconfigs if isinstance(hf.get(k), dict)]:
+            n = node.get(key)
+            if key in node and not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_LAYERS):
+                ctx.error(f"'{key}': must be an integer from 1 to {MAX_LAYERS} (got {_short(n)})")
+    if ctx.errors:
+        return {}, ctx, table.model_type
     for entry in all_entries(table):
-        entry.do_load(ctx)
+        before = set(ctx.seen)
+        try:
+            entry.do_load(ctx)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError,
+                MemoryError, RecursionError) as exc:  # a value of the wrong type or size for this entry
+            keys = sorted(ctx.seen - before) or sorted(getattr(entry, "keys", ()) or ())
+            what = ", ".join(f"'{k}'" for k in keys) or "a key"
+            values = "; ".join(f"{k} = {_short(ctx.raw(k))}" for k in keys[:3])
+            ctx.error(f"cannot read {what}: unexpected value ({values}) [{type(exc).__name__}]")
+            return {}, ctx, table.model_type
+        for path in ("num_layers", "num_encoder_layers"):  # later entries loop over the layers: bound them first
+            n = ctx.spec.get(path)
+            if path in ctx.spec and not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_LAYERS):
+                keys = ", ".join(f"'{k}'" for k in ctx.sources.get((path,), [path]))
+                ctx.error(f"{keys}: must be an integer from 1 to {MAX_LAYERS} (got {_short(n)})")
+                return {}, ctx, table.model_type
     known = table.known_keys() | {e.hf for e in all_entries(table) if hasattr(e, "hf")} | {EXTRAS_KEY}
     for key in _flat_keys(hf, table.subconfigs):
         if key not in ctx.seen and key not in known:
             ctx.warn(f"unknown key '{key}' ignored: not in moezoo's {table.model_type} table; check that it does not "
                      "change the architecture")
+    if ctx.errors:
+        return {}, ctx, table.model_type
     arch = hf.get("architectures")
     if isinstance(arch, list) and arch and arch[0] != table.architecture:
         ctx.warn(f"architectures names {arch[0]}; moezoo describes the causal LM ({table.architecture})")
