@@ -211,7 +211,7 @@ def test_lightning_attention_blocks_equal_the_direct_sum(model_module):
     direct = ((q @ k.transpose(-1, -2)) * decay) @ v
     direct = att.wo(torch.sigmoid(att.w_gate(x)) * att.out_norm(direct.transpose(1, 2).reshape(B, T, H * d)))
     with torch.no_grad():
-        torch.testing.assert_close(att(x, None, None), direct, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(att(x), direct, atol=1e-5, rtol=1e-5)
 
 
 def test_flop_counter_equals_the_lightning_accounting_over_several_blocks(model_module):

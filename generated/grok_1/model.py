@@ -20,10 +20,7 @@ Standalone: only torch is imported. `Model(ModelConfig())` is the full-size mode
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +52,8 @@ class ModelConfig:
     num_experts: int = 8  # E: routed experts per MoE layer
     top_k: int = 2  # K: experts per token
     expert_hidden_dim: int = 32768  # F: width of one routed expert
-    moe_layer_start: int = 0  # layers before this are dense
-    moe_layer_every: int = 1
-    moe_layer_offset: int = 0
     # implementation choices (not part of the architecture)
     expert_impl: str = "grouped_mm"  # "grouped_mm": sort by expert + one grouped GEMM; "loop": plain reference
-    attn_impl: str = "sdpa"  # "sdpa": fused kernel; "math": explicit softmax(QK^T)V, visible to FLOP counters
     init_std: float = 0.02
 
     def __post_init__(self):
@@ -69,25 +62,18 @@ class ModelConfig:
         )
         assert self.top_k <= self.num_experts, f"top_k {self.top_k} exceeds num_experts {self.num_experts}"
         assert self.expert_impl in ("grouped_mm", "loop"), f"expert_impl {self.expert_impl!r}"
-        assert self.attn_impl in ("sdpa", "math"), f"attn_impl {self.attn_impl!r}"
-
-    def is_moe_layer(self, i: int) -> bool:
-        """MoE layers: i >= moe_layer_start and i % moe_layer_every == moe_layer_offset."""
-        return i >= self.moe_layer_start and i % self.moe_layer_every == self.moe_layer_offset
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "ModelConfig":
-        return cls(**json.loads(Path(path).read_text()))
 
 
 # ----------------------------------------------------------------------------- rotary embedding
 
 
-def rope_cos_sin(config: ModelConfig, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables of shape (T, head_dim) for positions 0..seq_len-1 (rotate-half layout)."""
+def rope_cos_sin(
+    config: ModelConfig, seq_len: int, device: torch.device, start: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables of shape (T, head_dim) for positions start..start+seq_len-1 (rotate-half layout)."""
     dim = config.head_dim
     inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
-    positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+    positions = torch.arange(start, start + seq_len, device=device, dtype=torch.float32)
     angles = torch.outer(positions, inv_freq)  # (T, dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, dim)
     return angles.cos(), angles.sin()
@@ -133,19 +119,22 @@ def attend(
     k: torch.Tensor,
     v: torch.Tensor,
     scale: float,
-    impl: str = "sdpa",
-    softcap: float | None = None,
+    softcap: float,
 ) -> torch.Tensor:
-    """Causal softmax(q k^T * scale) v. q: (B, T, H, dq); k: (B, T, Hkv, dq); v: (B, T, Hkv, dv) -> (B, T, H, dv)."""
+    """Causal softmax(q k^T * scale) v. q: (B, T, H, dq); k: (B, S, Hkv, dq); v: (B, S, Hkv, dv) -> (B, T, H, dv).
+
+    S == T for a whole sequence (causal mask); T == 1 when decoding: the cache then holds exactly the keys
+    the new token may see, so no mask is needed."""
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, d)
     T, group = q.shape[2], q.shape[1] // k.shape[1]
     if group > 1:  # every query head reads its group's key/value head
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    scores = (q @ k.transpose(-2, -1)).float() * scale  # (B, H, T, T)
-    if softcap is not None:
-        scores = softcap * torch.tanh(scores / softcap)  # Grok-1: keep attention logits within (-cap, cap)
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~mask, float("-inf"))
+    scores = (q @ k.transpose(-2, -1)).float() * scale  # (B, H, T, S)
+    scores = softcap * torch.tanh(scores / softcap)  # Grok-1: keep attention logits within (-cap, cap)
+    if T > 1:
+        scores = scores.masked_fill(
+            torch.ones(T, T, dtype=torch.bool, device=q.device).tril().logical_not(), float("-inf")
+        )
     probs = scores.softmax(dim=-1)
     return (probs.type_as(v) @ v).transpose(1, 2)
 
@@ -153,7 +142,7 @@ def attend(
 class Attention(nn.Module):
     """Grouped-query attention: H query heads share H_kv key/value heads (Ainslie et al. 2023), with logit soft-capping."""
 
-    def __init__(self, config: ModelConfig, layer_id: int):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         D, H, Hkv, hd = config.model_dim, config.num_heads, config.num_kv_heads, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = H, Hkv, hd
@@ -161,18 +150,22 @@ class Attention(nn.Module):
         self.wk = nn.Linear(D, Hkv * hd, bias=False)
         self.wv = nn.Linear(D, Hkv * hd, bias=False)
         self.wo = nn.Linear(H * hd, D, bias=False)
-        self.impl = config.attn_impl
         self.scale = hd**-0.5
         self.softcap = config.attn_logit_softcap
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """x: (B, T, D); cos, sin: (T, rotary dims) at the new positions; cache: this layer's keys and values."""
         B, T, _ = x.shape
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         q = q.view(B, T, self.num_heads, self.head_dim)
         k = k.view(B, T, self.num_kv_heads, self.head_dim)
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = attend(q, k, v, self.scale, self.impl, softcap=self.softcap)
+        if cache is not None:  # decoding: attend over every earlier key and value of this layer
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)  # (B, S, Hkv, hd)
+            cache["k"], cache["v"] = k, v
+        out = attend(q, k, v, self.scale, softcap=self.softcap)
         return self.wo(out.reshape(B, T, self.num_heads * self.head_dim))
 
 
@@ -182,19 +175,6 @@ class Attention(nn.Module):
 def activation(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """GeGLU: gelu(gate) * up (Shazeer 2020)."""
     return F.gelu(gate) * up
-
-
-class FeedForward(nn.Module):
-    """Gated FFN: w_down(act(w_gate x) * w_up x)."""
-
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.w_gate = nn.Linear(dim, hidden_dim, bias=False)
-        self.w_up = nn.Linear(dim, hidden_dim, bias=False)
-        self.w_down = nn.Linear(hidden_dim, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_down(activation(self.w_gate(x), self.w_up(x)))
 
 
 # ----------------------------------------------------------------------------- routing
@@ -251,6 +231,7 @@ class Experts(nn.Module):
         self.w_up = nn.Parameter(torch.empty(E, Fe, D))
         self.w_down = nn.Parameter(torch.empty(E, D, Fe))
         self.impl, self.init_std = config.expert_impl, config.init_std
+        self.group = None  # a process group once split() spreads the experts over its ranks
 
     def reset_parameters(self) -> None:
         for w in (self.w_gate, self.w_up, self.w_down):
@@ -258,15 +239,47 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (N, D); token, expert, gate: (M,) one entry per token-expert assignment -> (N, D) gated sum."""
-        if self.impl == "loop":
+        if self.impl == "loop" and self.group is None:
             return self.forward_loop(x, token, expert, gate)
         order = expert.argsort(stable=True)  # group the assignments by expert
         token, expert, gate = token[order], expert[order], gate[order]
-        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,)
-        xs = x[token]  # (M, D), expert 0's tokens first
-        h = activation(grouped_mm(xs, self.w_gate, offsets), grouped_mm(xs, self.w_up, offsets))  # (M, F)
-        ys = grouped_mm(h, self.w_down, offsets)  # (M, D)
+        ys = self.ffn(x[token], expert) if self.group is None else self.exchange(x[token], expert)  # (M, D)
         return torch.zeros_like(x).index_add_(0, token, (ys * gate[:, None].to(ys.dtype)).to(x.dtype))
+
+    def ffn(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """xs: (M, D) rows sorted by expert; expert: (M,) their (local) experts -> (M, D) expert outputs."""
+        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,) running ends
+        h = activation(grouped_mm(xs, self.w_gate, offsets), grouped_mm(xs, self.w_up, offsets))  # (M, F)
+        return grouped_mm(h, self.w_down, offsets)  # (M, D)
+
+    def split(self, group) -> None:
+        """Expert parallelism over the ranks of a process group: keep this rank's E / G experts (a slice of the
+        stacked weights); forward then sends each row to the rank holding its expert and back (all-to-all)."""
+        G, r = torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
+        El = self.num_experts // G
+        for name, p in list(self.named_parameters(recurse=False)):
+            setattr(self, name, nn.Parameter(p.detach()[r * El : (r + 1) * El].clone()))
+        self.num_experts, self.group = El, group
+
+    @torch.compiler.disable  # sizes depend on the routing, and the collectives stay eager under torch.compile
+    def exchange(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """ffn() under expert parallelism: xs (M, D) sorted by (global) expert -> (M, D), on the experts' ranks."""
+        from torch.distributed.nn.functional import all_to_all_single  # differentiable: backward sends gradients back
+
+        G, El = torch.distributed.get_world_size(self.group), self.num_experts
+        counts = torch.bincount(expert, minlength=G * El)  # (E,) rows for each expert
+        recv_counts = torch.empty_like(counts)  # (G * El,) rows each rank sends to each of my experts
+        torch.distributed.all_to_all_single(recv_counts, counts, group=self.group)
+        send, recv = counts.view(G, El).sum(1).tolist(), recv_counts.view(G, El).sum(1).tolist()
+        xr = all_to_all_single(xs.new_empty(sum(recv), xs.shape[1]), xs, recv, send, group=self.group)  # (R, D)
+        mine = torch.arange(El, device=xs.device).repeat(G).repeat_interleave(recv_counts)  # (R,) local expert per row
+        order = mine.argsort(stable=True)  # rows came by source rank, then expert
+        yr = torch.empty_like(xr)
+        if xr.shape[0]:
+            yr[order] = self.ffn(xr[order], mine[order])
+        else:  # nothing routed here: keep the weights in the graph so that every rank reduces gradients alike
+            yr = xr + 0.0 * sum(p.sum() for p in self.parameters())
+        return all_to_all_single(xs.new_empty(xs.shape), yr, send, recv, group=self.group)  # (M, D) back, as sent
 
     def forward_loop(
         self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor
@@ -290,6 +303,10 @@ class MoE(nn.Module):
         self.num_experts, self.top_k = config.num_experts, config.top_k
         self.router = Router(config)
         self.experts = Experts(config)
+        # train.py --balance-scope global: `tally` (E + 1,) sums the step's choices and tokens in a first pass,
+        # then `step_frac` (E,) choices per token of the whole step stands in for this batch's (see balance)
+        self.tally: torch.Tensor | None = None
+        self.step_frac: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x: (B, T, D) -> output (B, T, D) and routing statistics / balance losses of this layer."""
@@ -300,16 +317,20 @@ class MoE(nn.Module):
         token = torch.arange(N, device=x.device).repeat_interleave(K)  # (M,) assignment -> token
         expert, gate = indices.reshape(-1), weights.reshape(-1)  # (M,)
         out = self.experts(flat, token, expert, gate)  # (N, D)
-        stats = self.balance(indices, probs, logits, B, T)
+        stats = self.balance(indices, probs)
         stats["load"] = torch.bincount(expert, minlength=E).float().detach()  # tokens each expert processed
         return out.view(B, T, D), stats
 
-    def balance(self, indices: torch.Tensor, probs: torch.Tensor, logits: torch.Tensor, B: int, T: int) -> dict:
+    def balance(self, indices: torch.Tensor, probs: torch.Tensor) -> dict:
         """Balance losses of this layer (already weighted) and the statistics a whole-model loss needs."""
-        N, E, K = probs.shape[0], self.num_experts, self.top_k
+        N, E = probs.shape[0], self.num_experts
         counts = torch.zeros(E, device=probs.device).index_add_(
             0, indices.flatten(), torch.ones(indices.numel(), device=probs.device)
         )
+        if self.tally is not None:
+            self.tally += torch.cat([counts, counts.new_tensor([N])])
+        if self.step_frac is not None:  # f_i of the whole optimizer step (global-batch balance, arXiv 2501.11873)
+            counts = self.step_frac * N
         stats: dict[str, torch.Tensor] = {}
         return stats
 
@@ -320,23 +341,24 @@ class MoE(nn.Module):
 class Block(nn.Module):
     """Sandwich-norm block: x + norm(attn(norm(x))), then x + norm(ffn(norm(x))) (Grok-1)."""
 
-    def __init__(self, config: ModelConfig, layer_id: int, moe: bool):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         D = config.model_dim
         self.attn_norm = Norm(D, config)
-        self.attn = Attention(config, layer_id)
+        self.attn = Attention(config)
         self.attn_post_norm = Norm(D, config)
         self.ffn_norm = Norm(D, config)
-        self.moe = MoE(config) if moe else None
-        self.ffn = None if moe else FeedForward(D, config.ffn_hidden_dim)
+        self.moe = MoE(config)
         self.ffn_post_norm = Norm(D, config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
-        x = x + self.attn_post_norm(self.attn(self.attn_norm(x), cos, sin))  # Grok-1: norms before and after
-        if self.moe is None:
-            h, stats = self.ffn(self.ffn_norm(x)), None
-        else:
-            h, stats = self.moe(self.ffn_norm(x))
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None
+    ) -> tuple[torch.Tensor, dict | None]:
+        """x: (B, T, D) -> (B, T, D) and this layer's routing statistics (None on a dense layer)."""
+        h = self.attn_norm(x)
+        x = x + self.attn_post_norm(self.attn(h, cos, sin, cache))  # Grok-1: norms before and after
+        h = self.ffn_norm(x)
+        h, stats = self.moe(h)
         x = x + self.ffn_post_norm(h)
         return x, stats
 
@@ -359,6 +381,19 @@ def next_token(
 
 
 @dataclass
+class Cache:
+    """Decoding state: per layer, what it can still attend to (keys and values), and `pos`, the tokens
+    processed so far. Model.generate makes one; Model(ids, cache=cache) reads and extends it."""
+
+    layers: list[dict]
+    pos: int = 0
+
+    def nbytes(self) -> int:
+        """Bytes the cache tensors hold (the report's KV cache per token x tokens x batch, in this dtype)."""
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.values())
+
+
+@dataclass
 class ModelOutput:
     """logits (B, T, V); with labels: `loss` = sum of `losses` (each already weighted)."""
 
@@ -378,7 +413,7 @@ class Model(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.model_dim)
-        self.layers = nn.ModuleList(Block(config, i, moe=config.is_moe_layer(i)) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(Block(config) for i in range(config.num_layers))
         self.norm = Norm(config.model_dim, config)
         if not self.embed.weight.is_meta:  # on the meta device, nothing is allocated until init_weights()
             self.init_weights()
@@ -400,16 +435,24 @@ class Model(nn.Module):
         logits = F.linear(h, self.embed.weight)  # the head is the embedding matrix (tied)
         return logits
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
-        B, T = input_ids.shape
+    def forward(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, cache: Cache | None = None
+    ) -> ModelOutput:
+        """cache (decoding): the prompt goes into an empty cache, then one token per call; positions continue."""
+        T = input_ids.shape[1]
+        pos = 0 if cache is None else cache.pos
+        assert pos == 0 or T == 1, "a cache takes the whole prompt first, then one token per call"
         x = self.embed(input_ids)  # (B, T, D)
         x = x * self.config.input_multiplier
-        cos, sin = rope_cos_sin(self.config, T, x.device)
+        cos, sin = rope_cos_sin(self.config, T, x.device, start=pos)
+        layer_caches = [None] * len(self.layers) if cache is None else cache.layers
         layer_stats = []
-        for layer in self.layers:
-            x, stats = layer(x, cos, sin)
+        for layer, layer_cache in zip(self.layers, layer_caches):
+            x, stats = layer(x, cos, sin, layer_cache)
             if stats is not None:
                 layer_stats.append(stats)
+        if cache is not None:
+            cache.pos += T
         logits = self.logits(self.norm(x))
         out = ModelOutput(logits=logits)
         out.expert_load = torch.stack([s["load"] for s in layer_stats])
@@ -432,29 +475,71 @@ class Model(nn.Module):
     ) -> torch.Tensor:
         """Extend (B, T) prompts by up to max_new_tokens and return the new tokens only: greedy at temperature 0,
         else sampled from softmax(logits / temperature), over the top_k tokens if given. Rows that produced
-        eos_token_id are padded with it. There is no KV cache: each step re-reads the whole sequence (the last
-        max_seq_len tokens), which keeps this short and correct for every attention kind, at O(T^2) per step."""
+        eos_token_id are padded with it. The prompt is read once into a Cache; each new token then runs one
+        position through every layer."""
         was_training = self.training
         self.eval()
-        ids, done = input_ids, torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        cache = Cache([{} for _ in self.layers])
+        new, done = [], torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         try:
-            for _ in range(max_new_tokens):
-                logits = self(ids[:, -self.config.max_seq_len :]).logits[:, -1]  # (B, V)
+            logits = self(input_ids, cache=cache).logits[:, -1]  # (B, V)
+            while len(new) < max_new_tokens and not (eos_token_id is not None and bool(done.all())):
+                if new:
+                    logits = self(new[-1][:, None], cache=cache).logits[:, -1]
                 nxt = next_token(logits, temperature, top_k, generator)
                 if eos_token_id is not None:
                     nxt = nxt.masked_fill(done, eos_token_id)
                     done |= nxt == eos_token_id
-                ids = torch.cat([ids, nxt[:, None]], dim=1)
-                if eos_token_id is not None and bool(done.all()):
-                    break
+                new.append(nxt)
         finally:
             self.train(was_training)
-        return ids[:, input_ids.shape[1] :]
+        return torch.stack(new, dim=1) if new else input_ids[:, :0]
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
         """The balance losses, already weighted: each MoE layer's own, summed over layers."""
         losses: dict[str, torch.Tensor] = {}
         return losses
+
+    # ------------------------------------------------------------------------- what train.py asks of the model
+    # The same train.py drives every spec through training_batch, flops_per_token, fsdp_units, moe_layers and
+    # expert_parallel.
+
+    def training_batch(self, windows: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:  # noqa: ARG002
+        """forward's arguments for token windows (B, T+1): labels[:, t] = input_ids[:, t+1] (seed: for T5 spans)."""
+        return {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}
+
+    def flops_per_token(self, seq_len: int, mtp: bool = True) -> float:
+        """Training FLOPs per token at sequence length seq_len, 3 x forward (moezoo's accounting, DeepSeek
+        convention: the weight matmuls a token touches plus 2 * H * (d_qk + d_v) per key it attends to);
+        report.json: 512193724416.0 at S = 4096 without MTP."""
+
+        def keys(window: int | None, mask: str) -> float:  # keys one query attends to, on average
+            S = seq_len
+            if mask == "full":  # bidirectional or cross attention
+                return min(window or S, S)
+            if window is None or window >= S:
+                return S / 2
+            return window / 2 if mask == "chunked" else window - window * window / (2 * S)
+
+        parts = [(167510016000.0, ((1572864.0, None, "causal"),))]  # (weights, ((coefficient, window, mask), ...))
+        parts += [(0.0, ())] if mtp else []  # the MTP modules
+        return 3 * sum(w + sum(coef * keys(win, mask) for coef, win, mask in attn) for w, attn in parts)
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """Modules FSDP2 shards one by one: the transformer blocks; the rest goes with the root."""
+        return [m for m in self.modules() if isinstance(m, Block)]
+
+    def moe_layers(self) -> list[nn.Module]:
+        """Every MoE layer in order; each has .router and .experts (the routed experts' stacked weights)."""
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    def expert_parallel(self, group) -> list[str]:
+        """Spread every MoE layer's routed experts over the ranks of a process group (Experts.split); returns the
+        names of the parameters that now hold this rank's slice (dim 0) of the whole tensor."""
+        for moe in self.moe_layers():
+            moe.experts.split(group)
+        split = {id(p) for moe in self.moe_layers() for p in moe.experts.parameters()}
+        return [name for name, p in self.named_parameters() if id(p) in split]
 
 
 if __name__ == "__main__":

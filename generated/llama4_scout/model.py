@@ -21,7 +21,6 @@ Standalone: only torch is imported. `Model(ModelConfig())` is the full-size mode
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +63,6 @@ class ModelConfig:
     num_experts: int = 16  # E: routed experts per MoE layer
     top_k: int = 1  # K: experts per token
     expert_hidden_dim: int = 8192  # F: width of one routed expert
-    moe_layer_start: int = 0  # layers before this are dense
-    moe_layer_every: int = 1
-    moe_layer_offset: int = 0
     num_shared_experts: int = 1  # always-on experts, fused into one FFN
     shared_hidden_dim: int = 8192  # width of one shared expert
     aux_loss_weight: float = 0.001  # alpha of the expert-level balance loss
@@ -83,10 +79,6 @@ class ModelConfig:
         assert self.expert_impl in ("grouped_mm", "loop"), f"expert_impl {self.expert_impl!r}"
         assert self.attn_impl in ("sdpa", "math"), f"attn_impl {self.attn_impl!r}"
 
-    def is_moe_layer(self, i: int) -> bool:
-        """MoE layers: i >= moe_layer_start and i % moe_layer_every == moe_layer_offset."""
-        return i >= self.moe_layer_start and i % self.moe_layer_every == self.moe_layer_offset
-
     def is_chunked_layer(self, i: int) -> bool:
         """Layers that attend causally within chunks of attention_chunk_size (every layer except those the rule below selects)."""
         return not (i % self.chunked_every == self.chunked_offset)
@@ -94,10 +86,6 @@ class ModelConfig:
     def is_nope_layer(self, i: int) -> bool:
         """Layers that use no position encoding (NoPE)."""
         return i % self.nope_layer_every == self.nope_layer_offset
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "ModelConfig":
-        return cls(**json.loads(Path(path).read_text()))
 
 
 # ----------------------------------------------------------------------------- rotary embedding
@@ -119,11 +107,13 @@ def llama3_inv_freq(config: ModelConfig, dim: int) -> torch.Tensor:
     return torch.where(mid, blended, scaled).float()
 
 
-def rope_cos_sin(config: ModelConfig, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables of shape (T, head_dim) for positions 0..seq_len-1 (rotate-half layout)."""
+def rope_cos_sin(
+    config: ModelConfig, seq_len: int, device: torch.device, start: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables of shape (T, head_dim) for positions start..start+seq_len-1 (rotate-half layout)."""
     dim = config.head_dim
     inv_freq = llama3_inv_freq(config, dim).to(device)
-    positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+    positions = torch.arange(start, start + seq_len, device=device, dtype=torch.float32)
     angles = torch.outer(positions, inv_freq)  # (T, dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, dim)
     return angles.cos(), angles.sin()
@@ -169,30 +159,29 @@ def attend(
     k: torch.Tensor,
     v: torch.Tensor,
     scale: float,
-    impl: str = "sdpa",
-    chunk: int | None = None,
+    impl: str,
+    chunk: int | None,
 ) -> torch.Tensor:
-    """Causal softmax(q k^T * scale) v. q: (B, T, H, dq); k: (B, T, Hkv, dq); v: (B, T, Hkv, dv) -> (B, T, H, dv)."""
+    """Causal softmax(q k^T * scale) v. q: (B, T, H, dq); k: (B, S, Hkv, dq); v: (B, S, Hkv, dv) -> (B, T, H, dv).
+
+    S == T for a whole sequence (causal mask, and the layer's chunk); T == 1 when decoding: the cache then holds exactly the keys
+    the new token may see, so no mask is needed."""
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, d)
     T, group = q.shape[2], q.shape[1] // k.shape[1]
-    if impl == "sdpa":
+    mask = None
+    if T > 1:
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # causal
         if chunk is not None:
             pos = torch.arange(T, device=q.device)
-            mask = (pos[:, None] >= pos[None, :]) & (
-                pos[:, None] // chunk == pos[None, :] // chunk
-            )  # causal, own chunk
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=group > 1)
-            return out.transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=group > 1)
+            mask = mask & (pos[:, None] // chunk == pos[None, :] // chunk)  # chunked: only the query's own chunk
+    if impl == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=group > 1)
         return out.transpose(1, 2)
     if group > 1:  # every query head reads its group's key/value head
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    scores = (q @ k.transpose(-2, -1)).float() * scale  # (B, H, T, T)
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    if chunk is not None:
-        pos = torch.arange(T, device=q.device)
-        mask = mask & (pos[:, None] // chunk == pos[None, :] // chunk)  # chunked: only keys of the query's own chunk
-    scores = scores.masked_fill(~mask, float("-inf"))
+    scores = (q @ k.transpose(-2, -1)).float() * scale  # (B, H, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)
     return (probs.type_as(v) @ v).transpose(1, 2)
 
@@ -220,7 +209,8 @@ class Attention(nn.Module):
         self.impl = config.attn_impl
         self.scale = hd**-0.5
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """x: (B, T, D); cos, sin: (T, rotary dims) at the new positions; cache: this layer's keys and values."""
         B, T, _ = x.shape
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         q = q.view(B, T, self.num_heads, self.head_dim)
@@ -231,8 +221,18 @@ class Attention(nn.Module):
             q, k = l2_norm(q, self.norm_eps), l2_norm(k, self.norm_eps)  # Llama 4: after rope, on rope layers only
         else:  # temperature tuning (Llama 4): scale queries up with log(position) to keep attention sharp
             t_scale, t_floor = self.temperature
-            pos = torch.arange(T, device=q.device, dtype=torch.float32)
-            q = (q * (torch.log1p(torch.floor((pos + 1) / t_floor)) * t_scale + 1).view(1, T, 1, 1)).to(q.dtype)
+            positions = torch.arange(T, device=q.device, dtype=torch.float32) + (cache or {}).get("pos", 0)
+            q = (q * (torch.log1p(torch.floor((positions + 1) / t_floor)) * t_scale + 1).view(1, T, 1, 1)).to(q.dtype)
+        if cache is not None:  # decoding: extend this layer's keys and values, keep only what later tokens can see
+            pos = cache.get("pos", 0)  # tokens this layer has seen
+            if "k" in cache and not (self.chunk and pos % self.chunk == 0):  # a chunked layer starts each chunk empty
+                k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)  # (B, S, Hkv, hd)
+            keep = k.shape[1]
+            if self.chunk is not None:
+                keep = (pos + T - 1) % self.chunk + 1  # the current chunk's keys
+            cache.update(k=k[:, -keep:], v=v[:, -keep:], pos=pos + T)
+            if T == 1:
+                k, v = cache["k"], cache["v"]
         out = attend(q, k, v, self.scale, self.impl, chunk=self.chunk)
         return self.wo(out.reshape(B, T, self.num_heads * self.head_dim))
 
@@ -313,6 +313,7 @@ class Experts(nn.Module):
         self.w_up = nn.Parameter(torch.empty(E, Fe, D))
         self.w_down = nn.Parameter(torch.empty(E, D, Fe))
         self.impl, self.init_std = config.expert_impl, config.init_std
+        self.group = None  # a process group once split() spreads the experts over its ranks
 
     def reset_parameters(self) -> None:
         for w in (self.w_gate, self.w_up, self.w_down):
@@ -320,15 +321,47 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (N, D); token, expert, gate: (M,) one entry per token-expert assignment -> (N, D) gated sum."""
-        if self.impl == "loop":
+        if self.impl == "loop" and self.group is None:
             return self.forward_loop(x, token, expert, gate)
         order = expert.argsort(stable=True)  # group the assignments by expert
         token, expert, gate = token[order], expert[order], gate[order]
-        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,)
-        xs = x[token]  # (M, D), expert 0's tokens first
-        h = activation(grouped_mm(xs, self.w_gate, offsets), grouped_mm(xs, self.w_up, offsets))  # (M, F)
-        ys = grouped_mm(h, self.w_down, offsets)  # (M, D)
+        ys = self.ffn(x[token], expert) if self.group is None else self.exchange(x[token], expert)  # (M, D)
         return torch.zeros_like(x).index_add_(0, token, (ys * gate[:, None].to(ys.dtype)).to(x.dtype))
+
+    def ffn(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """xs: (M, D) rows sorted by expert; expert: (M,) their (local) experts -> (M, D) expert outputs."""
+        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,) running ends
+        h = activation(grouped_mm(xs, self.w_gate, offsets), grouped_mm(xs, self.w_up, offsets))  # (M, F)
+        return grouped_mm(h, self.w_down, offsets)  # (M, D)
+
+    def split(self, group) -> None:
+        """Expert parallelism over the ranks of a process group: keep this rank's E / G experts (a slice of the
+        stacked weights); forward then sends each row to the rank holding its expert and back (all-to-all)."""
+        G, r = torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
+        El = self.num_experts // G
+        for name, p in list(self.named_parameters(recurse=False)):
+            setattr(self, name, nn.Parameter(p.detach()[r * El : (r + 1) * El].clone()))
+        self.num_experts, self.group = El, group
+
+    @torch.compiler.disable  # sizes depend on the routing, and the collectives stay eager under torch.compile
+    def exchange(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """ffn() under expert parallelism: xs (M, D) sorted by (global) expert -> (M, D), on the experts' ranks."""
+        from torch.distributed.nn.functional import all_to_all_single  # differentiable: backward sends gradients back
+
+        G, El = torch.distributed.get_world_size(self.group), self.num_experts
+        counts = torch.bincount(expert, minlength=G * El)  # (E,) rows for each expert
+        recv_counts = torch.empty_like(counts)  # (G * El,) rows each rank sends to each of my experts
+        torch.distributed.all_to_all_single(recv_counts, counts, group=self.group)
+        send, recv = counts.view(G, El).sum(1).tolist(), recv_counts.view(G, El).sum(1).tolist()
+        xr = all_to_all_single(xs.new_empty(sum(recv), xs.shape[1]), xs, recv, send, group=self.group)  # (R, D)
+        mine = torch.arange(El, device=xs.device).repeat(G).repeat_interleave(recv_counts)  # (R,) local expert per row
+        order = mine.argsort(stable=True)  # rows came by source rank, then expert
+        yr = torch.empty_like(xr)
+        if xr.shape[0]:
+            yr[order] = self.ffn(xr[order], mine[order])
+        else:  # nothing routed here: keep the weights in the graph so that every rank reduces gradients alike
+            yr = xr + 0.0 * sum(p.sum() for p in self.parameters())
+        return all_to_all_single(xs.new_empty(xs.shape), yr, send, recv, group=self.group)  # (M, D) back, as sent
 
     def forward_loop(
         self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor
@@ -352,6 +385,10 @@ class MoE(nn.Module):
         self.num_experts, self.top_k = config.num_experts, config.top_k
         self.router = Router(config)
         self.experts = Experts(config)
+        # train.py --balance-scope global: `tally` (E + 1,) sums the step's choices and tokens in a first pass,
+        # then `step_frac` (E,) choices per token of the whole step stands in for this batch's (see balance)
+        self.tally: torch.Tensor | None = None
+        self.step_frac: torch.Tensor | None = None
         self.shared = FeedForward(config.model_dim, config.num_shared_experts * config.shared_hidden_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -369,16 +406,20 @@ class MoE(nn.Module):
         )
         out = torch.zeros_like(flat).index_add_(0, token, per_assignment)  # (N, D)
         out = out + self.shared(flat)  # always-on shared experts
-        stats = self.balance(indices, probs, logits, B, T)
+        stats = self.balance(indices, probs)
         stats["load"] = torch.bincount(expert, minlength=E).float().detach()  # tokens each expert processed
         return out.view(B, T, D), stats
 
-    def balance(self, indices: torch.Tensor, probs: torch.Tensor, logits: torch.Tensor, B: int, T: int) -> dict:
+    def balance(self, indices: torch.Tensor, probs: torch.Tensor) -> dict:
         """Balance losses of this layer (already weighted) and the statistics a whole-model loss needs."""
-        N, E, K = probs.shape[0], self.num_experts, self.top_k
+        N, E = probs.shape[0], self.num_experts
         counts = torch.zeros(E, device=probs.device).index_add_(
             0, indices.flatten(), torch.ones(indices.numel(), device=probs.device)
         )
+        if self.tally is not None:
+            self.tally += torch.cat([counts, counts.new_tensor([N])])
+        if self.step_frac is not None:  # f_i of the whole optimizer step (global-batch balance, arXiv 2501.11873)
+            counts = self.step_frac * N
         stats: dict[str, torch.Tensor] = {}
         stats["tokens"] = probs.new_tensor(float(N))
         # transformers pools these over all MoE layers before forming one loss: keep the sums.
@@ -392,21 +433,22 @@ class MoE(nn.Module):
 class Block(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)) (the FFN is MoE on MoE layers)."""
 
-    def __init__(self, config: ModelConfig, layer_id: int, moe: bool):
+    def __init__(self, config: ModelConfig, layer_id: int):
         super().__init__()
         D = config.model_dim
         self.attn_norm = Norm(D, config)
         self.attn = Attention(config, layer_id)
         self.ffn_norm = Norm(D, config)
-        self.moe = MoE(config) if moe else None
-        self.ffn = None if moe else FeedForward(D, config.ffn_hidden_dim)
+        self.moe = MoE(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
-        if self.moe is None:
-            h, stats = self.ffn(self.ffn_norm(x)), None
-        else:
-            h, stats = self.moe(self.ffn_norm(x))
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None
+    ) -> tuple[torch.Tensor, dict | None]:
+        """x: (B, T, D) -> (B, T, D) and this layer's routing statistics (None on a dense layer)."""
+        h = self.attn_norm(x)
+        x = x + self.attn(h, cos, sin, cache)
+        h = self.ffn_norm(x)
+        h, stats = self.moe(h)
         x = x + h
         return x, stats
 
@@ -429,6 +471,19 @@ def next_token(
 
 
 @dataclass
+class Cache:
+    """Decoding state: per layer, what it can still attend to (keys and values (the current chunk on chunked layers)), and `pos`, the tokens
+    processed so far. Model.generate makes one; Model(ids, cache=cache) reads and extends it."""
+
+    layers: list[dict]
+    pos: int = 0
+
+    def nbytes(self) -> int:
+        """Bytes the cache tensors hold (the report's KV cache per token x tokens x batch, in this dtype)."""
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.values() if torch.is_tensor(t))
+
+
+@dataclass
 class ModelOutput:
     """logits (B, T, V); with labels: `loss` = sum of `losses` (each already weighted)."""
 
@@ -448,7 +503,7 @@ class Model(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.model_dim)
-        self.layers = nn.ModuleList(Block(config, i, moe=config.is_moe_layer(i)) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
         self.norm = Norm(config.model_dim, config)
         self.head = nn.Linear(config.model_dim, config.vocab_size, bias=False)
         if not self.embed.weight.is_meta:  # on the meta device, nothing is allocated until init_weights()
@@ -470,15 +525,23 @@ class Model(nn.Module):
         logits = self.head(h)
         return logits
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
-        B, T = input_ids.shape
+    def forward(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, cache: Cache | None = None
+    ) -> ModelOutput:
+        """cache (decoding): the prompt goes into an empty cache, then one token per call; positions continue."""
+        T = input_ids.shape[1]
+        pos = 0 if cache is None else cache.pos
+        assert pos == 0 or T == 1, "a cache takes the whole prompt first, then one token per call"
         x = self.embed(input_ids)  # (B, T, D)
-        cos, sin = rope_cos_sin(self.config, T, x.device)
+        cos, sin = rope_cos_sin(self.config, T, x.device, start=pos)
+        layer_caches = [None] * len(self.layers) if cache is None else cache.layers
         layer_stats = []
-        for layer in self.layers:
-            x, stats = layer(x, cos, sin)
+        for layer, layer_cache in zip(self.layers, layer_caches):
+            x, stats = layer(x, cos, sin, layer_cache)
             if stats is not None:
                 layer_stats.append(stats)
+        if cache is not None:
+            cache.pos += T
         logits = self.logits(self.norm(x))
         out = ModelOutput(logits=logits)
         out.expert_load = torch.stack([s["load"] for s in layer_stats])
@@ -501,24 +564,25 @@ class Model(nn.Module):
     ) -> torch.Tensor:
         """Extend (B, T) prompts by up to max_new_tokens and return the new tokens only: greedy at temperature 0,
         else sampled from softmax(logits / temperature), over the top_k tokens if given. Rows that produced
-        eos_token_id are padded with it. There is no KV cache: each step re-reads the whole sequence (the last
-        max_seq_len tokens), which keeps this short and correct for every attention kind, at O(T^2) per step."""
+        eos_token_id are padded with it. The prompt is read once into a Cache; each new token then runs one
+        position through every layer."""
         was_training = self.training
         self.eval()
-        ids, done = input_ids, torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        cache = Cache([{} for _ in self.layers])
+        new, done = [], torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         try:
-            for _ in range(max_new_tokens):
-                logits = self(ids[:, -self.config.max_seq_len :]).logits[:, -1]  # (B, V)
+            logits = self(input_ids, cache=cache).logits[:, -1]  # (B, V)
+            while len(new) < max_new_tokens and not (eos_token_id is not None and bool(done.all())):
+                if new:
+                    logits = self(new[-1][:, None], cache=cache).logits[:, -1]
                 nxt = next_token(logits, temperature, top_k, generator)
                 if eos_token_id is not None:
                     nxt = nxt.masked_fill(done, eos_token_id)
                     done |= nxt == eos_token_id
-                ids = torch.cat([ids, nxt[:, None]], dim=1)
-                if eos_token_id is not None and bool(done.all()):
-                    break
+                new.append(nxt)
         finally:
             self.train(was_training)
-        return ids[:, input_ids.shape[1] :]
+        return torch.stack(new, dim=1) if new else input_ids[:, :0]
 
     def balance_losses(self, layer_stats: list[dict]) -> dict[str, torch.Tensor]:
         """The balance losses, already weighted: the statistics of all MoE layers are pooled into one loss each,
@@ -531,214 +595,92 @@ class Model(nn.Module):
         losses["aux"] = self.config.aux_loss_weight * self.config.num_experts * (f * p).sum()
         return losses
 
-    # ------------------------------------------------------------------------- Hugging Face checkpoints
-
-    # transformers `llama4_text` tensor name -> (this model's tensor(s), layout conversion).
-    # {i} is a layer index, {e} an expert index.
-    # Checkpoint layout: fused experts: gate_up_proj (E, D, 2F) and down_proj (E, F, D), used as x @ w.
-    HF_KEY_MAP = {
-        "model.embed_tokens.weight": ("embed.weight", "copy"),
-        "model.norm.weight": ("norm.weight", "copy"),
-        "model.layers.{i}.input_layernorm.weight": ("layers.{i}.attn_norm.weight", "copy"),
-        "model.layers.{i}.post_attention_layernorm.weight": ("layers.{i}.ffn_norm.weight", "copy"),
-        "model.layers.{i}.self_attn.q_proj.weight": ("layers.{i}.attn.wq.weight", "rope_heads"),
-        "model.layers.{i}.self_attn.k_proj.weight": ("layers.{i}.attn.wk.weight", "rope_heads"),
-        "model.layers.{i}.self_attn.v_proj.weight": ("layers.{i}.attn.wv.weight", "copy"),
-        "model.layers.{i}.self_attn.o_proj.weight": ("layers.{i}.attn.wo.weight", "copy"),
-        "model.layers.{i}.feed_forward.router.weight": ("layers.{i}.moe.router.weight", "copy"),
-        "model.layers.{i}.feed_forward.experts.gate_up_proj": (
-            "layers.{i}.moe.experts.w_gate layers.{i}.moe.experts.w_up",
-            "chunk_t",
-        ),
-        "model.layers.{i}.feed_forward.experts.down_proj": ("layers.{i}.moe.experts.w_down", "t"),
-        "model.layers.{i}.feed_forward.shared_expert.gate_proj.weight": ("layers.{i}.moe.shared.w_gate.weight", "copy"),
-        "model.layers.{i}.feed_forward.shared_expert.up_proj.weight": ("layers.{i}.moe.shared.w_up.weight", "copy"),
-        "model.layers.{i}.feed_forward.shared_expert.down_proj.weight": ("layers.{i}.moe.shared.w_down.weight", "copy"),
-        "lm_head.weight": ("head.weight", "copy"),
-    }
-    HF_IGNORED = (
-        "model.layers.{i}.self_attn.rotary_emb.inv_freq",
-        "model.rotary_emb.inv_freq",
-    )
+    # ------------------------------------------------------------------------- Hugging Face checkpoints (hf.py)
 
     @classmethod
     def from_hf(
         cls, path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", **overrides
     ) -> "Model":
-        """Build on the meta device and fill from a Hugging Face checkpoint (a directory of .safetensors files,
-        sharded or not, with or without model.safetensors.index.json; or one .safetensors file).
-
-        `overrides` are ModelConfig fields (e.g. attn_impl="math"). Tensors are read one at a time and assigned,
-        never copied into a second model, so loading needs the model's memory once.
+        """Build on the meta device and fill from a Hugging Face `llama4_text` checkpoint: a directory of
+        .safetensors files (sharded or not, with or without the index) or one file. `overrides` are ModelConfig
+        fields (e.g. attn_impl="math"). Tensors are assigned as read, so loading needs the model's memory once.
         """
-        path = Path(path)
-        with torch.device("meta"):
-            model = cls(ModelConfig(**overrides))
-        tensors = (item for file in cls.hf_files(path) for item in cls.read_safetensors(file))
-        model.load_hf_state_dict(tensors, dtype=dtype, device=device)
-        return model
+        return cls.hf().load(cls, ModelConfig, path, dtype, device, **overrides)
 
-    @staticmethod
-    def hf_files(path: Path) -> list[Path]:
-        """The checkpoint's .safetensors files: the shards the index names, else every *.safetensors file."""
-        if path.is_file():
-            return [path]
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            return [path / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no .safetensors files in {path}")
-        return files
+    def save_hf(self, path: str | Path) -> None:
+        """Write a Hugging Face checkpoint directory that transformers' from_pretrained reads: config.json (as
+        `moezoo export-hf` writes it) and the weights in the release's tensor names."""
+        self.hf().save(self, path)
 
-    @staticmethod
-    def read_safetensors(file: Path):
-        """Yield (name, tensor) one at a time: with the safetensors package if installed, else by reading the
-        format directly (8-byte little-endian header size, JSON header, raw little-endian data), memory-mapped."""
-        try:
-            from safetensors import safe_open
-        except ImportError:
-            safe_open = None
-        if safe_open is not None:
-            with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():
-                    yield name, f.get_tensor(name)
-            return
-        import mmap
-
-        dtypes = {
-            "F64": torch.float64,
-            "F32": torch.float32,
-            "F16": torch.float16,
-            "BF16": torch.bfloat16,
-            "I64": torch.int64,
-            "I32": torch.int32,
-            "I16": torch.int16,
-            "I8": torch.int8,
-            "U8": torch.uint8,
-            "BOOL": torch.bool,
-            "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
-            "F8_E5M2": getattr(torch, "float8_e5m2", None),
-        }
-        with open(file, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # private mapping: pages are read on demand
-        data = raw = None
-        try:
-            size = int.from_bytes(mm[:8], "little")
-            header = json.loads(mm[8 : 8 + size])
-            header.pop("__metadata__", None)
-            data = torch.frombuffer(mm, dtype=torch.uint8)  # the whole file, not copied
-            for name, info in header.items():
-                dtype = dtypes.get(info["dtype"])
-                if dtype is None:
-                    raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
-                start, end = (8 + size + offset for offset in info["data_offsets"])
-                raw = data[start:end]
-                if start % dtype.itemsize:  # misaligned for a view: copy the bytes first
-                    raw = raw.clone()
-                yield name, raw.view(dtype).reshape(info["shape"]).clone()
-        finally:
-            data = raw = None  # release the buffer before closing the map
-            mm.close()
-
-    @torch.no_grad()
     def load_hf_state_dict(
-        self,
-        state_dict,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
+        self, state_dict, dtype: torch.dtype | None = None, device: str | torch.device | None = None
     ) -> None:
-        """Load Hugging Face tensors (a state_dict, or an iterable of (name, tensor) pairs) into this model.
+        """Load Hugging Face tensors (a state_dict, or (name, tensor) pairs) into this model; ValueError listing
+        every mismatch before anything changes."""
+        self.hf().load_state_dict(self, state_dict, dtype, device)
 
-        Each tensor is renamed and converted by HF_KEY_MAP as it arrives; experts are stacked in place. The result
-        is assigned with load_state_dict(assign=True), so a model built on the meta device gets the loaded storage.
-        Raises ValueError listing missing and unexpected keys (and shape mismatches) before changing anything.
-        """
-        own = self.state_dict(keep_vars=True)
+    @staticmethod
+    def hf():
+        """hf.py beside this file, imported by its path, so it is found however model.py was loaded (sys.path,
+        a package, a script); it needs the safetensors package."""
+        import importlib.util
 
-        def shape(name: str) -> tuple[str, list[str]]:  # "block.3.expert_5.wi" -> ("block.#.expert_#.wi", ["3", "5"])
-            key, slots = [], []
-            for part in name.split("."):
-                head, sep, tail = part.rpartition("_")
-                if tail.isdigit() or tail in ("{i}", "{e}"):
-                    slots.append(tail)
-                    part = head + sep + "#"
-                key.append(part)
-            return ".".join(key), slots
+        path = Path(__file__).with_name("hf.py")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: from_hf / save_hf need hf.py from the build directory beside model.py")
+        spec = importlib.util.spec_from_file_location(f"{__name__}_hf", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
 
-        rules: dict[str, list[tuple[list[str], list[str], str]]] = {}  # shape -> (slots, targets, op) candidates
-        for hf, (targets, op) in self.HF_KEY_MAP.items():
-            key, slots = shape(hf)
-            rules.setdefault(key, []).append((slots, targets.split(), op))
-        ignored = {shape(name)[0] for name in self.HF_IGNORED}
-        done: dict[str, torch.Tensor] = {}
-        stacks: dict[str, tuple[torch.Tensor, set[int]]] = {}  # experts being stacked: tensor, indices filled
-        unexpected: list[str] = []
-        mismatched: list[str] = []
-        items = state_dict.items() if isinstance(state_dict, dict) else state_dict
-        for name, tensor in items:
-            if name.startswith(
-                ("vision_model.", "multi_modal_projector.")
-            ):  # the other towers of a multimodal checkpoint
-                continue
-            name = name.removeprefix("language_model.")  # the text model inside a multimodal checkpoint
-            key, values = shape(name)
-            if key in ignored:
-                continue
-            # the rule whose literal numbers (e.g. T5's sub-layer `layer.1`) match; {i} and {e} match any
-            match = [r for r in rules.get(key, ()) if all(s[0] == "{" or s == v for s, v in zip(r[0], values))]
-            if not match:
-                unexpected.append(name)
-                continue
-            slots, targets, op = match[0]
-            index = {s.strip("{}"): int(v) for s, v in zip(slots, values) if s[0] == "{"}
-            targets = [t.format(**index) for t in targets]
-            if any(t not in own for t in targets):
-                unexpected.append(f"{name} (this model has no {' / '.join(t for t in targets if t not in own)})")
-                continue
-            for target, piece in zip(targets, self.hf_convert(op, tensor)):
-                ref = own[target]
-                piece = piece.to(device=device, dtype=dtype if isinstance(ref, nn.Parameter) and dtype else None)
-                if not isinstance(ref, nn.Parameter):  # buffers (e.g. the routing bias) keep their own dtype
-                    piece = piece.to(ref.dtype)
-                if tuple(piece.shape) != tuple(ref.shape):
-                    mismatched.append(f"{name} -> {target}: {tuple(piece.shape)}, expected {tuple(ref.shape)}")
-                    continue
-                done[target] = piece.contiguous()
-        missing = [n for n in own if n not in done and n not in stacks]
-        missing += [
-            f"{n} (experts {sorted(set(range(own[n].shape[0])) - filled)} missing)" for n, (_, filled) in stacks.items()
-        ]
-        if missing or unexpected or mismatched:
+    # ------------------------------------------------------------------------- what train.py asks of the model
+    # The same train.py drives every spec through training_batch, flops_per_token, fsdp_units, moe_layers and
+    # expert_parallel.
 
-            def listing(title: str, names: list[str]) -> str:
-                shown = "\n    ".join(names[:25]) + (f"\n    ... and {len(names) - 25} more" if len(names) > 25 else "")
-                return f"\n  {title} ({len(names)}):\n    {shown}" if names else ""
+    def training_batch(self, windows: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:  # noqa: ARG002
+        """forward's arguments for token windows (B, T+1): labels[:, t] = input_ids[:, t+1] (seed: for T5 spans)."""
+        return {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}
 
-            raise ValueError(
-                "the checkpoint does not match this model"
-                + listing("missing (this model's tensors the checkpoint does not provide)", missing)
-                + listing("unexpected (checkpoint tensors with no place in this model)", unexpected)
-                + listing("shape mismatches", mismatched)
+    def flops_per_token(self, seq_len: int, mtp: bool = True) -> float:
+        """Training FLOPs per token at sequence length seq_len, 3 x forward (moezoo's accounting, DeepSeek
+        convention: the weight matmuls a token touches plus 2 * H * (d_qk + d_v) per key it attends to);
+        report.json: 102867271680.0 at S = 4096 without MTP."""
+
+        def keys(window: int | None, mask: str) -> float:  # keys one query attends to, on average
+            S = seq_len
+            if mask == "full":  # bidirectional or cross attention
+                return min(window or S, S)
+            if window is None or window >= S:
+                return S / 2
+            return window / 2 if mask == "chunked" else window - window * window / (2 * S)
+
+        parts = [
+            (
+                32275824640.0,
+                (
+                    (245760.0, None, "causal"),
+                    (737280.0, 8192, "chunked"),
+                ),
             )
-        self.load_state_dict(done, strict=True, assign=True)
-        for module in self.modules():  # non-persistent buffers (e.g. routing load counters) still on meta
-            for name, buf in module._buffers.items():
-                if buf is not None and buf.is_meta:
-                    module._buffers[name] = torch.zeros_like(buf, device=device or self.embed.weight.device)
+        ]  # (weights, ((coefficient, window, mask), ...))
+        parts += [(0.0, ())] if mtp else []  # the MTP modules
+        return 3 * sum(w + sum(coef * keys(win, mask) for coef, win, mask in attn) for w, attn in parts)
 
-    def hf_convert(self, op: str, t: torch.Tensor) -> list[torch.Tensor]:
-        """One HF tensor in the layout `op` names -> the piece(s) of this model's tensor(s), in target order."""
-        config = self.config
-        if op == "chunk_t":  # (E, D, 2F) used as x @ w, gate columns then up columns -> (E, F, D) each
-            return [half.transpose(-1, -2) for half in t.chunk(2, dim=-1)]
-        if op == "rope_heads":  # each head's rows (x0, x1), (x2, x3), ... rotate as pairs -> [even rows; odd rows]
-            hd = config.head_dim
-            order = torch.cat([torch.arange(0, hd, 2), torch.arange(1, hd, 2)])
-            return [t.view(-1, hd, t.shape[-1])[:, order].reshape(t.shape)]
-        if op == "t":  # (E, in, out) -> (E, out, in)
-            return [t.transpose(-1, -2)]
-        return [t]
+    def fsdp_units(self) -> list[nn.Module]:
+        """Modules FSDP2 shards one by one: the transformer blocks; the rest goes with the root."""
+        return [m for m in self.modules() if isinstance(m, Block)]
+
+    def moe_layers(self) -> list[nn.Module]:
+        """Every MoE layer in order; each has .router and .experts (the routed experts' stacked weights)."""
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    def expert_parallel(self, group) -> list[str]:
+        """Spread every MoE layer's routed experts over the ranks of a process group (Experts.split); returns the
+        names of the parameters that now hold this rank's slice (dim 0) of the whole tensor."""
+        for moe in self.moe_layers():
+            moe.experts.split(group)
+        split = {id(p) for moe in self.moe_layers() for p in moe.experts.parameters()}
+        return [name for name, p in self.named_parameters() if id(p) in split]
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ Standalone: only torch is imported. `Model(ModelConfig())` is the full-size mode
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -82,10 +80,6 @@ class ModelConfig:
     def is_moe_layer(self, i: int) -> bool:
         """MoE layers: i >= moe_layer_start and i % moe_layer_every == moe_layer_offset."""
         return i >= self.moe_layer_start and i % self.moe_layer_every == self.moe_layer_offset
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "ModelConfig":
-        return cls(**json.loads(Path(path).read_text()))
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -278,6 +272,7 @@ class Experts(nn.Module):
         self.w_up = nn.Parameter(torch.empty(E, Fe, D))
         self.w_down = nn.Parameter(torch.empty(E, D, Fe))
         self.impl, self.init_std = config.expert_impl, config.init_std
+        self.group = None  # a process group once split() spreads the experts over its ranks
 
     def reset_parameters(self) -> None:
         for w in (self.w_gate, self.w_up, self.w_down):
@@ -285,15 +280,47 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (N, D); token, expert, gate: (M,) one entry per token-expert assignment -> (N, D) gated sum."""
-        if self.impl == "loop":
+        if self.impl == "loop" and self.group is None:
             return self.forward_loop(x, token, expert, gate)
         order = expert.argsort(stable=True)  # group the assignments by expert
         token, expert, gate = token[order], expert[order], gate[order]
-        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,)
-        xs = x[token]  # (M, D), expert 0's tokens first
-        h = activation(grouped_mm(xs, self.w_gate, offsets), grouped_mm(xs, self.w_up, offsets))  # (M, F)
-        ys = grouped_mm(h, self.w_down, offsets)  # (M, D)
+        ys = self.ffn(x[token], expert) if self.group is None else self.exchange(x[token], expert)  # (M, D)
         return torch.zeros_like(x).index_add_(0, token, (ys * gate[:, None].to(ys.dtype)).to(x.dtype))
+
+    def ffn(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """xs: (M, D) rows sorted by expert; expert: (M,) their (local) experts -> (M, D) expert outputs."""
+        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,) running ends
+        h = activation(grouped_mm(xs, self.w_gate, offsets), grouped_mm(xs, self.w_up, offsets))  # (M, F)
+        return grouped_mm(h, self.w_down, offsets)  # (M, D)
+
+    def split(self, group) -> None:
+        """Expert parallelism over the ranks of a process group: keep this rank's E / G experts (a slice of the
+        stacked weights); forward then sends each row to the rank holding its expert and back (all-to-all)."""
+        G, r = torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
+        El = self.num_experts // G
+        for name, p in list(self.named_parameters(recurse=False)):
+            setattr(self, name, nn.Parameter(p.detach()[r * El : (r + 1) * El].clone()))
+        self.num_experts, self.group = El, group
+
+    @torch.compiler.disable  # sizes depend on the routing, and the collectives stay eager under torch.compile
+    def exchange(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """ffn() under expert parallelism: xs (M, D) sorted by (global) expert -> (M, D), on the experts' ranks."""
+        from torch.distributed.nn.functional import all_to_all_single  # differentiable: backward sends gradients back
+
+        G, El = torch.distributed.get_world_size(self.group), self.num_experts
+        counts = torch.bincount(expert, minlength=G * El)  # (E,) rows for each expert
+        recv_counts = torch.empty_like(counts)  # (G * El,) rows each rank sends to each of my experts
+        torch.distributed.all_to_all_single(recv_counts, counts, group=self.group)
+        send, recv = counts.view(G, El).sum(1).tolist(), recv_counts.view(G, El).sum(1).tolist()
+        xr = all_to_all_single(xs.new_empty(sum(recv), xs.shape[1]), xs, recv, send, group=self.group)  # (R, D)
+        mine = torch.arange(El, device=xs.device).repeat(G).repeat_interleave(recv_counts)  # (R,) local expert per row
+        order = mine.argsort(stable=True)  # rows came by source rank, then expert
+        yr = torch.empty_like(xr)
+        if xr.shape[0]:
+            yr[order] = self.ffn(xr[order], mine[order])
+        else:  # nothing routed here: keep the weights in the graph so that every rank reduces gradients alike
+            yr = xr + 0.0 * sum(p.sum() for p in self.parameters())
+        return all_to_all_single(xs.new_empty(xs.shape), yr, send, recv, group=self.group)  # (M, D) back, as sent
 
     def forward_loop(
         self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor
@@ -317,6 +344,10 @@ class MoE(nn.Module):
         self.num_experts, self.top_k = config.num_experts, config.top_k
         self.router = Router(config)
         self.experts = Experts(config)
+        # train.py --balance-scope global: `tally` (E + 1,) sums the step's choices and tokens in a first pass,
+        # then `step_frac` (E,) choices per token of the whole step stands in for this batch's (see balance)
+        self.tally: torch.Tensor | None = None
+        self.step_frac: torch.Tensor | None = None
         self.capacity_factor = (config.capacity_factor_train, config.capacity_factor_eval)
         self.min_capacity = config.min_capacity
         self.aux_loss_weight = config.aux_loss_weight
@@ -340,17 +371,21 @@ class MoE(nn.Module):
         kept = within.reshape(-1)  # (M,) token-major
         token, expert, gate = token[kept], expert[kept], gate[kept]
         out = self.experts(flat, token, expert, gate)  # (N, D)
-        stats = self.balance(indices, probs, logits, B, T)
+        stats = self.balance(indices, probs, logits)
         stats["load"] = torch.bincount(expert, minlength=E).float().detach()  # tokens each expert processed
         stats["dropped"] = 1.0 - kept.float().mean()  # share of routed assignments over capacity
         return out.view(B, T, D), stats
 
-    def balance(self, indices: torch.Tensor, probs: torch.Tensor, logits: torch.Tensor, B: int, T: int) -> dict:
+    def balance(self, indices: torch.Tensor, probs: torch.Tensor, logits: torch.Tensor) -> dict:
         """Balance losses of this layer (already weighted) and the statistics a whole-model loss needs."""
-        N, E, K = probs.shape[0], self.num_experts, self.top_k
+        N, E = probs.shape[0], self.num_experts
         counts = torch.zeros(E, device=probs.device).index_add_(
             0, indices.flatten(), torch.ones(indices.numel(), device=probs.device)
         )
+        if self.tally is not None:
+            self.tally += torch.cat([counts, counts.new_tensor([N])])
+        if self.step_frac is not None:  # f_i of the whole optimizer step (global-batch balance, arXiv 2501.11873)
+            counts = self.step_frac * N
         stats: dict[str, torch.Tensor] = {}
         f = counts / N  # fraction of tokens dispatched to i (summed over the K choices)
         stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * E * sum_i f_i P_i (Switch eq. 4)
@@ -552,6 +587,83 @@ class Model(nn.Module):
         finally:
             self.train(was_training)
         return out[:, 1:]
+
+    # ------------------------------------------------------------------------- what train.py asks of the model
+    # The same train.py drives every spec through training_batch, flops_per_token, fsdp_units, moe_layers and
+    # expert_parallel.
+
+    def training_batch(self, windows: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """T5's span corruption of token windows (B, T+1) (Raffel et al. 2020, 3.1.4): 15% of the first T tokens
+        hidden in spans of mean length 3, each replaced by a sentinel (the top ids of the vocabulary, as in T5)
+        in input_ids; labels list each sentinel, then the tokens it hid. The same (windows, seed), the same batch."""
+        tokens, V = windows[:, :-1], self.config.vocab_size
+        T = tokens.shape[1]
+        n_noise = max(1, round(T * 0.15))
+        n_spans = max(1, round(n_noise / 3.0))
+        if T - n_noise < n_spans:
+            raise ValueError(f"span corruption needs at least 2 tokens per sequence, not {T}")
+        g = torch.Generator().manual_seed(seed)
+
+        def lengths(total: int) -> torch.Tensor:  # `total` items in n_spans random positive lengths
+            cuts = torch.randperm(total - 1, generator=g)[: n_spans - 1].sort().values + 1
+            return torch.cat([torch.zeros(1, dtype=torch.long), cuts, torch.tensor([total])]).diff()
+
+        inputs, targets = [], []
+        for row in tokens:
+            noise, keep = lengths(n_noise), lengths(T - n_noise)
+            src, tgt, pos = [], [], 0
+            for i in range(n_spans):  # keep, then hide, alternately
+                sentinel = torch.tensor([V - 1 - i])
+                src += [row[pos : pos + keep[i]], sentinel]
+                tgt += [sentinel, row[pos + keep[i] : pos + keep[i] + noise[i]]]
+                pos += int(keep[i] + noise[i])
+            inputs.append(torch.cat(src))
+            targets.append(torch.cat(tgt))
+        return {
+            "input_ids": torch.stack(inputs),
+            "labels": torch.stack(targets),
+        }  # (B, T - noise + spans), (B, noise + spans)
+
+    def flops_per_token(self, seq_len: int, mtp: bool = True) -> float:
+        """Training FLOPs per token at sequence length seq_len, 3 x forward (moezoo's accounting, DeepSeek
+        convention: the weight matmuls a token touches plus 2 * H * (d_qk + d_v) per key it attends to);
+        report.json: 233542778880.0 at S = 4096 without MTP."""
+
+        def keys(window: int | None, mask: str) -> float:  # keys one query attends to, on average
+            S = seq_len
+            if mask == "full":  # bidirectional or cross attention
+                return min(window or S, S)
+            if window is None or window >= S:
+                return S / 2
+            return window / 2 if mask == "chunked" else window - window * window / (2 * S)
+
+        parts = [
+            (
+                69794529280.0,
+                (
+                    (786432.0, None, "causal"),
+                    (1572864.0, None, "full"),
+                ),
+            )
+        ]  # (weights, ((coefficient, window, mask), ...))
+        parts += [(0.0, ())] if mtp else []  # the MTP modules
+        return 3 * sum(w + sum(coef * keys(win, mask) for coef, win, mask in attn) for w, attn in parts)
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """Modules FSDP2 shards one by one: the transformer blocks; the rest goes with the root."""
+        return [m for m in self.modules() if isinstance(m, EncoderBlock)]
+
+    def moe_layers(self) -> list[nn.Module]:
+        """Every MoE layer in order; each has .router and .experts (the routed experts' stacked weights)."""
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    def expert_parallel(self, group) -> list[str]:
+        """Spread every MoE layer's routed experts over the ranks of a process group (Experts.split); returns the
+        names of the parameters that now hold this rank's slice (dim 0) of the whole tensor."""
+        for moe in self.moe_layers():
+            moe.experts.split(group)
+        split = {id(p) for moe in self.moe_layers() for p in moe.experts.parameters()}
+        return [name for name, p in self.named_parameters() if id(p) in split]
 
 
 if __name__ == "__main__":

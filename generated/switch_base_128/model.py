@@ -20,7 +20,6 @@ Standalone: only torch is imported. `Model(ModelConfig())` is the full-size mode
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,10 +81,6 @@ class ModelConfig:
     def is_moe_layer(self, i: int) -> bool:
         """MoE layers: i >= moe_layer_start and i % moe_layer_every == moe_layer_offset."""
         return i >= self.moe_layer_start and i % self.moe_layer_every == self.moe_layer_offset
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "ModelConfig":
-        return cls(**json.loads(Path(path).read_text()))
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -280,6 +275,7 @@ class Experts(nn.Module):
         self.w_up = nn.Parameter(torch.empty(E, Fe, D))
         self.w_down = nn.Parameter(torch.empty(E, D, Fe))
         self.impl, self.init_std = config.expert_impl, config.init_std
+        self.group = None  # a process group once split() spreads the experts over its ranks
 
     def reset_parameters(self) -> None:
         for w in (self.w_up, self.w_down):
@@ -287,15 +283,47 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x: (N, D); token, expert, gate: (M,) one entry per token-expert assignment -> (N, D) gated sum."""
-        if self.impl == "loop":
+        if self.impl == "loop" and self.group is None:
             return self.forward_loop(x, token, expert, gate)
         order = expert.argsort(stable=True)  # group the assignments by expert
         token, expert, gate = token[order], expert[order], gate[order]
-        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,)
-        xs = x[token]  # (M, D), expert 0's tokens first
-        h = activation(grouped_mm(xs, self.w_up, offsets))  # (M, F)
-        ys = grouped_mm(h, self.w_down, offsets)  # (M, D)
+        ys = self.ffn(x[token], expert) if self.group is None else self.exchange(x[token], expert)  # (M, D)
         return torch.zeros_like(x).index_add_(0, token, (ys * gate[:, None].to(ys.dtype)).to(x.dtype))
+
+    def ffn(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """xs: (M, D) rows sorted by expert; expert: (M,) their (local) experts -> (M, D) expert outputs."""
+        offsets = torch.bincount(expert, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,) running ends
+        h = activation(grouped_mm(xs, self.w_up, offsets))  # (M, F)
+        return grouped_mm(h, self.w_down, offsets)  # (M, D)
+
+    def split(self, group) -> None:
+        """Expert parallelism over the ranks of a process group: keep this rank's E / G experts (a slice of the
+        stacked weights); forward then sends each row to the rank holding its expert and back (all-to-all)."""
+        G, r = torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
+        El = self.num_experts // G
+        for name, p in list(self.named_parameters(recurse=False)):
+            setattr(self, name, nn.Parameter(p.detach()[r * El : (r + 1) * El].clone()))
+        self.num_experts, self.group = El, group
+
+    @torch.compiler.disable  # sizes depend on the routing, and the collectives stay eager under torch.compile
+    def exchange(self, xs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """ffn() under expert parallelism: xs (M, D) sorted by (global) expert -> (M, D), on the experts' ranks."""
+        from torch.distributed.nn.functional import all_to_all_single  # differentiable: backward sends gradients back
+
+        G, El = torch.distributed.get_world_size(self.group), self.num_experts
+        counts = torch.bincount(expert, minlength=G * El)  # (E,) rows for each expert
+        recv_counts = torch.empty_like(counts)  # (G * El,) rows each rank sends to each of my experts
+        torch.distributed.all_to_all_single(recv_counts, counts, group=self.group)
+        send, recv = counts.view(G, El).sum(1).tolist(), recv_counts.view(G, El).sum(1).tolist()
+        xr = all_to_all_single(xs.new_empty(sum(recv), xs.shape[1]), xs, recv, send, group=self.group)  # (R, D)
+        mine = torch.arange(El, device=xs.device).repeat(G).repeat_interleave(recv_counts)  # (R,) local expert per row
+        order = mine.argsort(stable=True)  # rows came by source rank, then expert
+        yr = torch.empty_like(xr)
+        if xr.shape[0]:
+            yr[order] = self.ffn(xr[order], mine[order])
+        else:  # nothing routed here: keep the weights in the graph so that every rank reduces gradients alike
+            yr = xr + 0.0 * sum(p.sum() for p in self.parameters())
+        return all_to_all_single(xs.new_empty(xs.shape), yr, send, recv, group=self.group)  # (M, D) back, as sent
 
     def forward_loop(
         self, x: torch.Tensor, token: torch.Tensor, expert: torch.Tensor, gate: torch.Tensor
@@ -319,6 +347,10 @@ class MoE(nn.Module):
         self.num_experts, self.top_k = config.num_experts, config.top_k
         self.router = Router(config)
         self.experts = Experts(config)
+        # train.py --balance-scope global: `tally` (E + 1,) sums the step's choices and tokens in a first pass,
+        # then `step_frac` (E,) choices per token of the whole step stands in for this batch's (see balance)
+        self.tally: torch.Tensor | None = None
+        self.step_frac: torch.Tensor | None = None
         self.capacity_factor = (config.capacity_factor_train, config.capacity_factor_eval)
         self.min_capacity = config.min_capacity
         self.aux_loss_weight = config.aux_loss_weight
@@ -341,17 +373,21 @@ class MoE(nn.Module):
         kept = within.reshape(-1)  # (M,) token-major
         token, expert, gate = token[kept], expert[kept], gate[kept]
         out = self.experts(flat, token, expert, gate)  # (N, D)
-        stats = self.balance(indices, probs, logits, B, T)
+        stats = self.balance(indices, probs)
         stats["load"] = torch.bincount(expert, minlength=E).float().detach()  # tokens each expert processed
         stats["dropped"] = 1.0 - kept.float().mean()  # share of routed assignments over capacity
         return out.view(B, T, D), stats
 
-    def balance(self, indices: torch.Tensor, probs: torch.Tensor, logits: torch.Tensor, B: int, T: int) -> dict:
+    def balance(self, indices: torch.Tensor, probs: torch.Tensor) -> dict:
         """Balance losses of this layer (already weighted) and the statistics a whole-model loss needs."""
-        N, E, K = probs.shape[0], self.num_experts, self.top_k
+        N, E = probs.shape[0], self.num_experts
         counts = torch.zeros(E, device=probs.device).index_add_(
             0, indices.flatten(), torch.ones(indices.numel(), device=probs.device)
         )
+        if self.tally is not None:
+            self.tally += torch.cat([counts, counts.new_tensor([N])])
+        if self.step_frac is not None:  # f_i of the whole optimizer step (global-batch balance, arXiv 2501.11873)
+            counts = self.step_frac * N
         stats: dict[str, torch.Tensor] = {}
         f = counts / N  # fraction of tokens dispatched to i (summed over the K choices)
         stats["aux"] = self.aux_loss_weight * E * (f * probs.mean(0)).sum()  # alpha * E * sum_i f_i P_i (Switch eq. 4)
@@ -549,241 +585,120 @@ class Model(nn.Module):
             self.train(was_training)
         return out[:, 1:]
 
-    # ------------------------------------------------------------------------- Hugging Face checkpoints
-
-    # transformers `switch_transformers` tensor name -> (this model's tensor(s), layout conversion).
-    # {i} is a layer index, {e} an expert index.
-    # Checkpoint layout: T5 names, one wi/wo pair per expert.
-    HF_KEY_MAP = {
-        "shared.weight": ("embed.weight", "copy"),
-        "encoder.embed_tokens.weight": ("embed.weight", "same_as"),
-        "decoder.embed_tokens.weight": ("embed.weight", "same_as"),
-        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": ("encoder.rel_bias.weight", "copy"),
-        "encoder.final_layer_norm.weight": ("encoder.norm.weight", "copy"),
-        "encoder.block.{i}.layer.0.layer_norm.weight": ("encoder.layers.{i}.attn_norm.weight", "copy"),
-        "encoder.block.{i}.layer.0.SelfAttention.q.weight": ("encoder.layers.{i}.attn.wq.weight", "copy"),
-        "encoder.block.{i}.layer.0.SelfAttention.k.weight": ("encoder.layers.{i}.attn.wk.weight", "copy"),
-        "encoder.block.{i}.layer.0.SelfAttention.v.weight": ("encoder.layers.{i}.attn.wv.weight", "copy"),
-        "encoder.block.{i}.layer.0.SelfAttention.o.weight": ("encoder.layers.{i}.attn.wo.weight", "copy"),
-        "encoder.block.{i}.layer.1.layer_norm.weight": ("encoder.layers.{i}.ffn_norm.weight", "copy"),
-        "encoder.block.{i}.layer.1.mlp.wi.weight": ("encoder.layers.{i}.ffn.w_up.weight", "copy"),
-        "encoder.block.{i}.layer.1.mlp.wo.weight": ("encoder.layers.{i}.ffn.w_down.weight", "copy"),
-        "encoder.block.{i}.layer.1.mlp.router.classifier.weight": ("encoder.layers.{i}.moe.router.weight", "copy"),
-        "encoder.block.{i}.layer.1.mlp.experts.expert_{e}.wi.weight": ("encoder.layers.{i}.moe.experts.w_up", "expert"),
-        "encoder.block.{i}.layer.1.mlp.experts.expert_{e}.wo.weight": (
-            "encoder.layers.{i}.moe.experts.w_down",
-            "expert",
-        ),
-        "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": ("decoder.rel_bias.weight", "copy"),
-        "decoder.final_layer_norm.weight": ("decoder.norm.weight", "copy"),
-        "decoder.block.{i}.layer.0.layer_norm.weight": ("decoder.layers.{i}.attn_norm.weight", "copy"),
-        "decoder.block.{i}.layer.0.SelfAttention.q.weight": ("decoder.layers.{i}.attn.wq.weight", "copy"),
-        "decoder.block.{i}.layer.0.SelfAttention.k.weight": ("decoder.layers.{i}.attn.wk.weight", "copy"),
-        "decoder.block.{i}.layer.0.SelfAttention.v.weight": ("decoder.layers.{i}.attn.wv.weight", "copy"),
-        "decoder.block.{i}.layer.0.SelfAttention.o.weight": ("decoder.layers.{i}.attn.wo.weight", "copy"),
-        "decoder.block.{i}.layer.1.layer_norm.weight": ("decoder.layers.{i}.cross_norm.weight", "copy"),
-        "decoder.block.{i}.layer.1.EncDecAttention.q.weight": ("decoder.layers.{i}.cross_attn.wq.weight", "copy"),
-        "decoder.block.{i}.layer.1.EncDecAttention.k.weight": ("decoder.layers.{i}.cross_attn.wk.weight", "copy"),
-        "decoder.block.{i}.layer.1.EncDecAttention.v.weight": ("decoder.layers.{i}.cross_attn.wv.weight", "copy"),
-        "decoder.block.{i}.layer.1.EncDecAttention.o.weight": ("decoder.layers.{i}.cross_attn.wo.weight", "copy"),
-        "decoder.block.{i}.layer.2.layer_norm.weight": ("decoder.layers.{i}.ffn_norm.weight", "copy"),
-        "decoder.block.{i}.layer.2.mlp.wi.weight": ("decoder.layers.{i}.ffn.w_up.weight", "copy"),
-        "decoder.block.{i}.layer.2.mlp.wo.weight": ("decoder.layers.{i}.ffn.w_down.weight", "copy"),
-        "decoder.block.{i}.layer.2.mlp.router.classifier.weight": ("decoder.layers.{i}.moe.router.weight", "copy"),
-        "decoder.block.{i}.layer.2.mlp.experts.expert_{e}.wi.weight": ("decoder.layers.{i}.moe.experts.w_up", "expert"),
-        "decoder.block.{i}.layer.2.mlp.experts.expert_{e}.wo.weight": (
-            "decoder.layers.{i}.moe.experts.w_down",
-            "expert",
-        ),
-    }
-    HF_IGNORED = ("lm_head.weight",)
+    # ------------------------------------------------------------------------- Hugging Face checkpoints (hf.py)
 
     @classmethod
     def from_hf(
         cls, path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", **overrides
     ) -> "Model":
-        """Build on the meta device and fill from a Hugging Face checkpoint (a directory of .safetensors files,
-        sharded or not, with or without model.safetensors.index.json; or one .safetensors file).
-
-        `overrides` are ModelConfig fields (e.g. attn_impl="math"). Tensors are read one at a time and assigned,
-        never copied into a second model, so loading needs the model's memory once.
+        """Build on the meta device and fill from a Hugging Face `switch_transformers` checkpoint: a directory of
+        .safetensors files (sharded or not, with or without the index) or one file. `overrides` are ModelConfig
+        fields (e.g. attn_impl="math"). Tensors are assigned as read, so loading needs the model's memory once.
         """
-        path = Path(path)
-        with torch.device("meta"):
-            model = cls(ModelConfig(**overrides))
-        tensors = (item for file in cls.hf_files(path) for item in cls.read_safetensors(file))
-        model.load_hf_state_dict(tensors, dtype=dtype, device=device)
-        return model
+        return cls.hf().load(cls, ModelConfig, path, dtype, device, **overrides)
 
-    @staticmethod
-    def hf_files(path: Path) -> list[Path]:
-        """The checkpoint's .safetensors files: the shards the index names, else every *.safetensors file."""
-        if path.is_file():
-            return [path]
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            return [path / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no .safetensors files in {path}")
-        return files
+    def save_hf(self, path: str | Path) -> None:
+        """Write a Hugging Face checkpoint directory that transformers' from_pretrained reads: config.json (as
+        `moezoo export-hf` writes it) and the weights in the release's tensor names."""
+        self.hf().save(self, path)
 
-    @staticmethod
-    def read_safetensors(file: Path):
-        """Yield (name, tensor) one at a time: with the safetensors package if installed, else by reading the
-        format directly (8-byte little-endian header size, JSON header, raw little-endian data), memory-mapped."""
-        try:
-            from safetensors import safe_open
-        except ImportError:
-            safe_open = None
-        if safe_open is not None:
-            with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():
-                    yield name, f.get_tensor(name)
-            return
-        import mmap
-
-        dtypes = {
-            "F64": torch.float64,
-            "F32": torch.float32,
-            "F16": torch.float16,
-            "BF16": torch.bfloat16,
-            "I64": torch.int64,
-            "I32": torch.int32,
-            "I16": torch.int16,
-            "I8": torch.int8,
-            "U8": torch.uint8,
-            "BOOL": torch.bool,
-            "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
-            "F8_E5M2": getattr(torch, "float8_e5m2", None),
-        }
-        with open(file, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # private mapping: pages are read on demand
-        data = raw = None
-        try:
-            size = int.from_bytes(mm[:8], "little")
-            header = json.loads(mm[8 : 8 + size])
-            header.pop("__metadata__", None)
-            data = torch.frombuffer(mm, dtype=torch.uint8)  # the whole file, not copied
-            for name, info in header.items():
-                dtype = dtypes.get(info["dtype"])
-                if dtype is None:
-                    raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
-                start, end = (8 + size + offset for offset in info["data_offsets"])
-                raw = data[start:end]
-                if start % dtype.itemsize:  # misaligned for a view: copy the bytes first
-                    raw = raw.clone()
-                yield name, raw.view(dtype).reshape(info["shape"]).clone()
-        finally:
-            data = raw = None  # release the buffer before closing the map
-            mm.close()
-
-    @torch.no_grad()
     def load_hf_state_dict(
-        self,
-        state_dict,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
+        self, state_dict, dtype: torch.dtype | None = None, device: str | torch.device | None = None
     ) -> None:
-        """Load Hugging Face tensors (a state_dict, or an iterable of (name, tensor) pairs) into this model.
+        """Load Hugging Face tensors (a state_dict, or (name, tensor) pairs) into this model; ValueError listing
+        every mismatch before anything changes."""
+        self.hf().load_state_dict(self, state_dict, dtype, device)
 
-        Each tensor is renamed and converted by HF_KEY_MAP as it arrives; experts are stacked in place. The result
-        is assigned with load_state_dict(assign=True), so a model built on the meta device gets the loaded storage.
-        Raises ValueError listing missing and unexpected keys (and shape mismatches) before changing anything.
-        """
-        own = self.state_dict(keep_vars=True)
+    @staticmethod
+    def hf():
+        """hf.py beside this file, imported by its path, so it is found however model.py was loaded (sys.path,
+        a package, a script); it needs the safetensors package."""
+        import importlib.util
 
-        def shape(name: str) -> tuple[str, list[str]]:  # "block.3.expert_5.wi" -> ("block.#.expert_#.wi", ["3", "5"])
-            key, slots = [], []
-            for part in name.split("."):
-                head, sep, tail = part.rpartition("_")
-                if tail.isdigit() or tail in ("{i}", "{e}"):
-                    slots.append(tail)
-                    part = head + sep + "#"
-                key.append(part)
-            return ".".join(key), slots
+        path = Path(__file__).with_name("hf.py")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: from_hf / save_hf need hf.py from the build directory beside model.py")
+        spec = importlib.util.spec_from_file_location(f"{__name__}_hf", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
 
-        rules: dict[str, list[tuple[list[str], list[str], str]]] = {}  # shape -> (slots, targets, op) candidates
-        for hf, (targets, op) in self.HF_KEY_MAP.items():
-            key, slots = shape(hf)
-            rules.setdefault(key, []).append((slots, targets.split(), op))
-        ignored = {shape(name)[0] for name in self.HF_IGNORED}
-        done: dict[str, torch.Tensor] = {}
-        stacks: dict[str, tuple[torch.Tensor, set[int]]] = {}  # experts being stacked: tensor, indices filled
-        unexpected: list[str] = []
-        mismatched: list[str] = []
-        copies: list[tuple[str, str, torch.Tensor]] = []  # (checkpoint name, target, tensor)
-        items = state_dict.items() if isinstance(state_dict, dict) else state_dict
-        for name, tensor in items:
-            key, values = shape(name)
-            if key in ignored:
-                continue
-            # the rule whose literal numbers (e.g. T5's sub-layer `layer.1`) match; {i} and {e} match any
-            match = [r for r in rules.get(key, ()) if all(s[0] == "{" or s == v for s, v in zip(r[0], values))]
-            if not match:
-                unexpected.append(name)
-                continue
-            slots, targets, op = match[0]
-            index = {s.strip("{}"): int(v) for s, v in zip(slots, values) if s[0] == "{"}
-            targets = [t.format(**index) for t in targets]
-            if any(t not in own for t in targets):
-                unexpected.append(f"{name} (this model has no {' / '.join(t for t in targets if t not in own)})")
-                continue
-            for target, piece in zip(targets, self.hf_convert(op, tensor)):
-                ref = own[target]
-                piece = piece.to(device=device, dtype=dtype if isinstance(ref, nn.Parameter) and dtype else None)
-                if not isinstance(ref, nn.Parameter):  # buffers (e.g. the routing bias) keep their own dtype
-                    piece = piece.to(ref.dtype)
-                if op == "same_as":  # a copy of another checkpoint tensor: compared once everything is read
-                    copies.append((name, target, piece))
-                    continue
-                if op == "expert":  # one expert's matrix: stack into (E, out, in)
-                    if tuple(piece.shape) != tuple(ref.shape[1:]):
-                        mismatched.append(f"{name}: {tuple(piece.shape)}, expected {tuple(ref.shape[1:])}")
-                        continue
-                    if target not in stacks:
-                        stacks[target] = (torch.empty(ref.shape, dtype=piece.dtype, device=piece.device), set())
-                    stack, filled = stacks[target]
-                    stack[index["e"]] = piece
-                    filled.add(index["e"])
-                    if len(filled) == ref.shape[0]:
-                        done[target] = stacks.pop(target)[0]
-                    continue
-                if tuple(piece.shape) != tuple(ref.shape):
-                    mismatched.append(f"{name} -> {target}: {tuple(piece.shape)}, expected {tuple(ref.shape)}")
-                    continue
-                done[target] = piece.contiguous()
-        for name, target, piece in copies:  # checkpoints saved with tied weights may keep only one of the names
-            if target not in done:
-                done[target] = piece.contiguous()
-            elif not torch.equal(piece, done[target]):
-                mismatched.append(f"{name} differs from the tensor loaded as {target}: this model has one such tensor")
-        missing = [n for n in own if n not in done and n not in stacks]
-        missing += [
-            f"{n} (experts {sorted(set(range(own[n].shape[0])) - filled)} missing)" for n, (_, filled) in stacks.items()
-        ]
-        if missing or unexpected or mismatched:
+    # ------------------------------------------------------------------------- what train.py asks of the model
+    # The same train.py drives every spec through training_batch, flops_per_token, fsdp_units, moe_layers and
+    # expert_parallel.
 
-            def listing(title: str, names: list[str]) -> str:
-                shown = "\n    ".join(names[:25]) + (f"\n    ... and {len(names) - 25} more" if len(names) > 25 else "")
-                return f"\n  {title} ({len(names)}):\n    {shown}" if names else ""
+    def training_batch(self, windows: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """T5's span corruption of token windows (B, T+1) (Raffel et al. 2020, 3.1.4): 15% of the first T tokens
+        hidden in spans of mean length 3, each replaced by a sentinel (the top ids of the vocabulary, as in T5)
+        in input_ids; labels list each sentinel, then the tokens it hid. The same (windows, seed), the same batch."""
+        tokens, V = windows[:, :-1], self.config.vocab_size
+        T = tokens.shape[1]
+        n_noise = max(1, round(T * 0.15))
+        n_spans = max(1, round(n_noise / 3.0))
+        if T - n_noise < n_spans:
+            raise ValueError(f"span corruption needs at least 2 tokens per sequence, not {T}")
+        g = torch.Generator().manual_seed(seed)
 
-            raise ValueError(
-                "the checkpoint does not match this model"
-                + listing("missing (this model's tensors the checkpoint does not provide)", missing)
-                + listing("unexpected (checkpoint tensors with no place in this model)", unexpected)
-                + listing("shape mismatches", mismatched)
+        def lengths(total: int) -> torch.Tensor:  # `total` items in n_spans random positive lengths
+            cuts = torch.randperm(total - 1, generator=g)[: n_spans - 1].sort().values + 1
+            return torch.cat([torch.zeros(1, dtype=torch.long), cuts, torch.tensor([total])]).diff()
+
+        inputs, targets = [], []
+        for row in tokens:
+            noise, keep = lengths(n_noise), lengths(T - n_noise)
+            src, tgt, pos = [], [], 0
+            for i in range(n_spans):  # keep, then hide, alternately
+                sentinel = torch.tensor([V - 1 - i])
+                src += [row[pos : pos + keep[i]], sentinel]
+                tgt += [sentinel, row[pos + keep[i] : pos + keep[i] + noise[i]]]
+                pos += int(keep[i] + noise[i])
+            inputs.append(torch.cat(src))
+            targets.append(torch.cat(tgt))
+        return {
+            "input_ids": torch.stack(inputs),
+            "labels": torch.stack(targets),
+        }  # (B, T - noise + spans), (B, noise + spans)
+
+    def flops_per_token(self, seq_len: int, mtp: bool = True) -> float:
+        """Training FLOPs per token at sequence length seq_len, 3 x forward (moezoo's accounting, DeepSeek
+        convention: the weight matmuls a token touches plus 2 * H * (d_qk + d_v) per key it attends to);
+        report.json: 2476670976.0 at S = 4096 without MTP."""
+
+        def keys(window: int | None, mask: str) -> float:  # keys one query attends to, on average
+            S = seq_len
+            if mask == "full":  # bidirectional or cross attention
+                return min(window or S, S)
+            if window is None or window >= S:
+                return S / 2
+            return window / 2 if mask == "chunked" else window - window * window / (2 * S)
+
+        parts = [
+            (
+                448069632.0,
+                (
+                    (36864.0, None, "causal"),
+                    (73728.0, None, "full"),
+                ),
             )
-        self.load_state_dict(done, strict=True, assign=True)
-        for module in self.modules():  # non-persistent buffers (e.g. routing load counters) still on meta
-            for name, buf in module._buffers.items():
-                if buf is not None and buf.is_meta:
-                    module._buffers[name] = torch.zeros_like(buf, device=device or self.embed.weight.device)
+        ]  # (weights, ((coefficient, window, mask), ...))
+        parts += [(0.0, ())] if mtp else []  # the MTP modules
+        return 3 * sum(w + sum(coef * keys(win, mask) for coef, win, mask in attn) for w, attn in parts)
 
-    def hf_convert(self, op: str, t: torch.Tensor) -> list[torch.Tensor]:
-        """One HF tensor in the layout `op` names -> the piece(s) of this model's tensor(s), in target order."""
-        config = self.config
-        return [t]
+    def fsdp_units(self) -> list[nn.Module]:
+        """Modules FSDP2 shards one by one: the transformer blocks; the rest goes with the root."""
+        return [m for m in self.modules() if isinstance(m, EncoderBlock)]
+
+    def moe_layers(self) -> list[nn.Module]:
+        """Every MoE layer in order; each has .router and .experts (the routed experts' stacked weights)."""
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    def expert_parallel(self, group) -> list[str]:
+        """Spread every MoE layer's routed experts over the ranks of a process group (Experts.split); returns the
+        names of the parameters that now hold this rank's slice (dim 0) of the whole tensor."""
+        for moe in self.moe_layers():
+            moe.experts.split(group)
+        split = {id(p) for moe in self.moe_layers() for p in moe.experts.parameters()}
+        return [name for name, p in self.named_parameters() if id(p) in split]
 
 
 if __name__ == "__main__":

@@ -193,11 +193,14 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
         if extras:
             doc = doc[:-1] + ", with " + ", ".join(extras) + "."
         a["doc"] = doc
-        c["attn_ctor"] = "Attention(config, layer_id)"
     gqa = isinstance(att, GQASpec)
     c["window"] = gqa and att.sliding_window is not None
     c["chunked"] = gqa and att.chunked is not None
     c["nope"] = isinstance(pos, RopeSpec) and pos.nope_layers is not None
+    # Attention takes its layer index only where a per-layer rule (window, chunk, NoPE) reads it.
+    c["attn_layer_aware"] = c["window"] or c["chunked"] or c["nope"]
+    if gqa:
+        c["attn_ctor"] = "Attention(config, layer_id)" if c["attn_layer_aware"] else "Attention(config)"
     c["temperature"] = gqa and att.temperature_tuning is not None
     selectors = []
     if c["window"]:
@@ -235,9 +238,11 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
                               "Layers that keep softmax attention; the others use lightning (linear) attention.")
         lightning_fields += more
         selectors.append(sel)
-        c["attn_ctor"] = ("Attention(config, layer_id) if config.is_softmax_attention_layer(layer_id) "
+        c["attn_ctor"] = (f"{c['attn_ctor']} if config.is_softmax_attention_layer(layer_id) "
                           "else LightningAttention(config, layer_id)")
     c["layer_selectors"] = selectors
+    c["layer_aware"] = c["attn_layer_aware"] or c["lightning"]  # Block takes the layer index
+    c["att_pos"] = c["chunked"] or c["temperature"]  # the attention cache counts positions
     c["sdpa_ok"] = not (a["sinks"] or a["logit_softcap"])
     groups.append({"title": f"attention ({'MLA' if att.kind == 'mla' else att.kind.upper()})", "fields": att_fields})
     if c["lightning"]:
@@ -302,6 +307,11 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
     c["layer_loss_keys"] = []
     c["loss_weights"] = []
     c["moe_pattern"] = False
+    # Blocks choose between MoE and a dense FFN only if both kinds occur (in either stack, or in the MTP block).
+    c["mixed_ffn"] = moe is not None and (
+        spec.is_encoder_decoder
+        or not all(spec.is_moe_layer(i) for i in range(spec.num_layers))
+        or (spec.mtp is not None and not spec.mtp.moe_layer))
     if moe is not None:
         r = moe.router
         assert isinstance(r, TokenChoiceRouter)
@@ -312,7 +322,9 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
             _field("top_k", r.top_k, "K: experts per token"),
             _field("expert_hidden_dim", ex.hidden_dim, "F: width of one routed expert"),
         ]
-        if sel.pattern is not None:
+        if not c["mixed_ffn"]:
+            pass  # every layer is an MoE layer: no selector fields
+        elif sel.pattern is not None:
             c["moe_pattern"] = True
             moe_fields.append(_field("moe_layer_pattern", sel.pattern, "one character per layer: M = MoE, D = dense"))
             c["moe_layers_doc"] = "Layer i is MoE where moe_layer_pattern[i] is 'M'."
@@ -418,6 +430,17 @@ def build_context(spec: ModelSpec, graph: ModelGraph, *, spec_label: str, spec_s
     c["input_multiplier"] = spec.embedding.input_multiplier != 1.0
     c["logit_multiplier"] = spec.embedding.logit_multiplier != 1.0
     c["logit_softcap"] = spec.embedding.logit_softcap is not None
+    # FeedForward is emitted only where some layer, shared expert or extra sub-layer is a dense FFN.
+    c["needs_ffn"] = not c["moe"] or c["mixed_ffn"] or c["shared"] or c["extra_dense_ffn"]
+    c["needs_math"] = c.get("rope_scaling") in ("yarn", "llama3") or c["rel_bias"] or c["capacity"]
+    if isinstance(att, MLASpec):
+        c["cache_doc"] = "MLA: the latent c_KV and the shared rope key"
+    else:
+        kinds = ["keys and values" + (" (the last `sliding_window` on window layers)" if c["window"] else "")
+                 + (" (the current chunk on chunked layers)" if c["chunked"] else "")]
+        if c["lightning"]:
+            kinds.append("a d x d state per head on lightning layers")
+        c["cache_doc"] = "; ".join(kinds)
     c["config_groups"] = groups
     c["config_checks"] = checks
     c["block_doc"] = _block_doc(spec)
@@ -479,12 +502,18 @@ def _rope_context(c: dict[str, Any], spec: ModelSpec, groups: list[dict[str, Any
         rope_fields.append(_field("rotary_dim", pos.rotary_dim, "only the first rotary_dim dims of a head rotate"))
     sc = pos.scaling
     c["rope_scaling"] = sc.kind if sc is not None else None
+    c["yarn_cos_scale"] = False
     c["rope_truncate"] = isinstance(sc, YarnScaling) and sc.truncate
     if isinstance(sc, YarnScaling):
         rope_fields += [_field("rope_factor", sc.factor, "YaRN context-extension factor s"),
                         _field("rope_original_max_seq_len", sc.original_max_seq_len),
-                        _field("rope_beta_fast", sc.beta_fast), _field("rope_beta_slow", sc.beta_slow),
-                        _field("rope_mscale", sc.mscale), _field("rope_mscale_all_dim", sc.mscale_all_dim)]
+                        _field("rope_beta_fast", sc.beta_fast), _field("rope_beta_slow", sc.beta_slow)]
+        # cos and sin carry mscale(s, mscale) / mscale(s, mscale_all_dim): folded away where that is exactly 1
+        c["yarn_cos_scale"] = sc.mscale != sc.mscale_all_dim
+        if c["yarn_cos_scale"]:
+            rope_fields.append(_field("rope_mscale", sc.mscale))
+        if c["yarn_cos_scale"] or isinstance(att, MLASpec):  # MLA also sharpens its softmax with mscale_all_dim
+            rope_fields.append(_field("rope_mscale_all_dim", sc.mscale_all_dim))
     elif isinstance(sc, Llama3Scaling):
         rope_fields += [_field("rope_factor", sc.factor), _field("rope_original_max_seq_len", sc.original_max_seq_len),
                         _field("rope_low_freq_factor", sc.low_freq_factor),
@@ -581,4 +610,4 @@ def smoke_overrides(spec: ModelSpec) -> str:
         return {f["name"]: f["value"] for g in ctx["config_groups"] for f in g["fields"]}
 
     full, tiny = fields(spec), fields(tiny_spec(spec))
-    return ", ".join(f"{k}={v}" for k, v in tiny.items() if full.get(k) != v)
+    return ", ".join(f"{k}={v}" for k, v in tiny.items() if k in full and full[k] != v)
